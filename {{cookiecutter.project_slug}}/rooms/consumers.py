@@ -1,0 +1,71 @@
+"""
+WebSocket consumers: the views of WebSocket connections.
+
+A client of /ws/rooms/<room>/ sends {"message": "<text>"}; everyone in the room, sender
+included, receives {"message": "<text>", "user": "<username>" or null}. Anything else gets
+{"error": "..."} and the connection stays open.
+
+https://channels.readthedocs.io/en/stable/topics/consumers.html
+"""
+
+import logging
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+
+logger = logging.getLogger(__name__)
+
+
+class RoomConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception:
+            # The channel layer (Redis) is unreachable: refuse rather than hang.
+            logger.warning("channel layer unavailable, refusing %s", self.group)
+            await self.close()
+            return
+        await self.accept()
+
+    async def disconnect(self, code):
+        try:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        except Exception:
+            # Nothing to do: membership expires on its own (the layer's group_expiry).
+            logger.warning("channel layer unavailable, could not leave %s", self.group)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # The base class would raise on invalid JSON and drop the connection: answer instead.
+        try:
+            content = await self.decode_json(text_data)
+        except (TypeError, ValueError):
+            await self.send_json({"error": 'Send JSON text: {"message": "<text>"}.'})
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or not isinstance(content.get("message"), str):
+            await self.send_json({"error": 'Expected an object with a string "message".'})
+            return
+        user = self.scope["user"]
+        event = {
+            "type": "room.message",
+            "message": content["message"],
+            "user": user.get_username() if user.is_authenticated else None,
+        }
+        try:
+            await self.channel_layer.group_send(self.group, event)
+        except Exception:
+            logger.warning("channel layer unavailable, message to %s not sent", self.group)
+            await self.send_json({"error": "The message could not be delivered; try again."})
+
+    async def room_message(self, event):
+        """Handle "room.message" events from the group: pass them to this client."""
+        await self.send_json({"message": event["message"], "user": event["user"]})
+
+
+class NoRouteConsumer(AsyncWebsocketConsumer):
+    """Refuses the handshake (HTTP 403) on paths with no WebSocket route."""
+
+    async def connect(self):
+        await self.close()

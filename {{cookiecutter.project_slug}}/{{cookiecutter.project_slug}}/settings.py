@@ -1,0 +1,267 @@
+"""
+Django settings for {{ cookiecutter.project_name }}.
+
+Every value that differs between machines comes from the environment (12-factor), parsed by
+django-environ. A local `.env` file is read when present (development); production sets real
+environment variables and ships no `.env`. `.env.example` lists every variable.
+
+https://docs.djangoproject.com/en/stable/topics/settings/
+https://docs.djangoproject.com/en/stable/ref/settings/
+"""
+
+from pathlib import Path
+
+import django
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    # Values already in the environment win over the file.
+    env.read_env(BASE_DIR / ".env")
+
+
+def required(name, value):
+    """Stop start-up with one line that names the missing variable, not a traceback."""
+    if not value:
+        raise SystemExit(
+            f"ImproperlyConfigured: {name} is not set. Set it in the environment"
+            " (or in .env for local development); see .env.example."
+        )
+    return value
+
+
+# Debug mode: only ever on in development, never in production.
+# https://docs.djangoproject.com/en/stable/ref/settings/#debug
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+# Secret key and hosts: required in production. Development gets a fixed, openly insecure key
+# so that sessions survive auto-reloads.
+# https://docs.djangoproject.com/en/stable/ref/settings/#secret-key
+
+if DEBUG:
+    SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or "django-insecure-development-only"
+    ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+else:
+    SECRET_KEY = required("DJANGO_SECRET_KEY", env.str("DJANGO_SECRET_KEY", default=""))
+    ALLOWED_HOSTS = required("DJANGO_ALLOWED_HOSTS", env.list("DJANGO_ALLOWED_HOSTS", default=[]))
+
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+
+# Applications and middleware
+# https://docs.djangoproject.com/en/stable/ref/settings/#installed-apps
+
+INSTALLED_APPS = [
+{%- if cookiecutter.server == "daphne" %}
+    # First, so that `manage.py runserver` becomes Daphne's ASGI development server.
+    "daphne",
+{%- endif %}
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+{%- if cookiecutter.websockets %}
+    # Before staticfiles: its runserver command must win over the one staticfiles brings.
+    "rooms",
+{%- endif %}
+    "django.contrib.staticfiles",
+{%- if cookiecutter.websockets %}
+    "channels",
+{%- endif %}
+]
+
+MIDDLEWARE = [
+    # First: probes answer before host validation and the HTTPS redirect.
+    "{{ cookiecutter.project_slug }}.health.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "{{ cookiecutter.project_slug }}.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# There is no WSGI application: this project is served over ASGI only (see README.md).
+ASGI_APPLICATION = "{{ cookiecutter.project_slug }}.asgi.application"
+
+
+# Database, from DATABASE_URL.
+# https://docs.djangoproject.com/en/stable/ref/settings/#databases
+{%- if cookiecutter.database == "postgresql" %}
+# Under ASGI each request runs in its own thread, so persistent connections (CONN_MAX_AGE)
+# pile up one per thread and are never reused. Django's native psycopg pool (5.1+) shares a
+# bounded set of connections instead; it requires CONN_MAX_AGE = 0.
+# https://docs.djangoproject.com/en/stable/ref/databases/#connection-pool
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default="postgres:///{{ cookiecutter.project_slug }}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": 1,
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+    # Fail a request after 10 s without a free connection instead of queueing for 30 s.
+    "timeout": 10,
+}
+{%- else %}
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+{%- endif %}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# Password validation
+# https://docs.djangoproject.com/en/stable/ref/settings/#auth-password-validators
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+
+# Internationalization
+# https://docs.djangoproject.com/en/stable/topics/i18n/
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+
+# Static files, served by the application itself through ServeStatic, which (unlike
+# WhiteNoise) streams files asynchronously under ASGI. Run `manage.py collectstatic` before
+# starting in production; in development files are found where they live.
+# https://docs.djangoproject.com/en/stable/howto/static-files/
+# https://archmonger.github.io/ServeStatic/latest/django-settings/
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+}
+# Tests and development run without collectstatic: let unhashed names through.
+SERVESTATIC_MANIFEST_STRICT = False
+{%- if cookiecutter.websockets %}
+
+
+# Channels: the channel layer carries messages between consumers (the room groups).
+# https://channels.readthedocs.io/en/stable/topics/channel_layers.html
+{%- if cookiecutter.channel_layer == "redis" %}
+# RedisChannelLayer lets every process and machine that shares REDIS_URL reach every group.
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
+}
+
+# Cache, on the same Redis.
+# https://docs.djangoproject.com/en/stable/topics/cache/#redis
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    },
+}
+{%- else %}
+# The in-memory layer works inside one process only: run one server process (no workers).
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+{%- endif %}
+{%- endif %}
+
+
+# Email: printed to the console in development, sent over SMTP in production.
+# https://docs.djangoproject.com/en/stable/topics/email/
+
+_email_backend = env.str(
+    "DJANGO_EMAIL_BACKEND",
+    default="django.core.mail.backends."
+    + ("console.EmailBackend" if DEBUG else "smtp.EmailBackend"),
+)
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": _email_backend}}
+else:
+    EMAIL_BACKEND = _email_backend
+
+
+# Security: HTTPS everywhere outside development, behind a TLS-terminating proxy that sets
+# X-Forwarded-Proto. `manage.py check --deploy` passes with these.
+# https://docs.djangoproject.com/en/stable/ref/middleware/#module-django.middleware.security
+# https://docs.djangoproject.com/en/stable/howto/deployment/checklist/
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = not DEBUG
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+# One year, subdomains included, eligible for browsers' preload lists: lower it (or set it to
+# 0) while trying HTTPS out, as browsers remember it.
+SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+
+
+# Logging: one JSON object per line on stdout, for a log collector.
+# https://docs.djangoproject.com/en/stable/topics/logging/
+
+LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+        },
+    },
+    # The servers log through their own handlers; these are Django's and the project's.
+    "loggers": {
+        name: {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False}
+        for name in [
+            "django",
+            "{{ cookiecutter.project_slug }}",
+{%- if cookiecutter.websockets %}
+            "rooms",
+{%- endif %}
+        ]
+    },
+}
