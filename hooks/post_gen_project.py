@@ -43,13 +43,20 @@ def write_dot_env():
     )
 
 
+def dev_command():
+    """The `web:` line of Procfile.dev: the one place the development command is written."""
+    for line in Path("Procfile.dev").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+
+
 def main():
     remove_unused()
     write_dot_env()
-    print(f"\nCreated {SLUG}/ for {SERVER}. Next steps:\n")
+    print(f"\nCreated {SLUG}/, served by {SERVER}. Next steps (README.md says more):\n")
     print(f"    cd {SLUG}")
     print("    uv run python manage.py migrate")
-    print("    uv run honcho -f Procfile.dev start    # or see README.md\n")
+    print(f"    uv run {dev_command()}\n")
 
 
 if __name__ == "__main__":

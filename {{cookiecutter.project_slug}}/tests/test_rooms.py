@@ -1,10 +1,14 @@
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 
 from {{ cookiecutter.project_slug }}.asgi import application
 
-# The test client's host ("testserver") is always allowed during tests.
-SAME_SITE = [(b"origin", b"http://testserver")]
+# Consumers run in their own threads and tasks: only committed data is visible to them.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Browsers send the page's origin: one of ALLOWED_HOSTS for the project's own pages.
+SAME_SITE = [(b"origin", f"http://{settings.ALLOWED_HOSTS[0].lstrip('.')}".encode())]
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +87,6 @@ async def test_unknown_paths_are_refused(path):
     assert not connected
 
 
-@pytest.mark.django_db(transaction=True)
 async def test_messages_carry_the_logged_in_username(async_client, django_user_model):
     user = await django_user_model.objects.acreate(username="alice")
     await async_client.aforce_login(user)

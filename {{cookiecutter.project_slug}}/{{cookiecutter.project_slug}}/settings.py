@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     # Before staticfiles: its runserver command must win over the one staticfiles brings.
     "rooms",
 {%- endif %}
+    # Before staticfiles: ServeStatic serves static files in development too.
+    "servestatic",
     "django.contrib.staticfiles",
 {%- if cookiecutter.websockets %}
     "channels",
@@ -216,12 +218,13 @@ else:
     EMAIL_BACKEND = _email_backend
 
 
-# Security: HTTPS everywhere outside development, behind a TLS-terminating proxy that sets
-# X-Forwarded-Proto. `manage.py check --deploy` passes with these.
+# Security: HTTPS everywhere outside development, behind a TLS-terminating proxy.
+# SECURE_PROXY_SSL_HEADER is deliberately unset: it would believe X-Forwarded-Proto from any
+# client. The server (see asgi.py and Procfile) already takes the scheme from that header,
+# and only from the proxies listed in FORWARDED_ALLOW_IPS.
 # https://docs.djangoproject.com/en/stable/ref/middleware/#module-django.middleware.security
 # https://docs.djangoproject.com/en/stable/howto/deployment/checklist/
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = not DEBUG
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG

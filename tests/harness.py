@@ -1,0 +1,138 @@
+"""Running baked projects for real: their commands, servers, and clients that talk to them."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The virtual environment running these tests has every package any combination needs.
+BIN = Path(sys.executable).parent
+PYTHON = BIN / "python"
+
+# What a clean server log never contains, from start to stop.
+LOG_PROBLEMS = re.compile(r"traceback|warning|error|exception|critical", re.IGNORECASE)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(project, name="Procfile"):
+    """The `web:` line: the one place each command is written, for users and tests alike."""
+    for line in (project / name).read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    raise AssertionError(f"{name} has no web: line")
+
+
+def environment(**variables):
+    """The test process's environment with this venv first on PATH, plus `variables`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.update({key: str(value) for key, value in variables.items()})
+    return env
+
+
+def run(project, args, env, timeout=300):
+    """Run a command in the project; return it completed, with stdout and stderr merged."""
+    return subprocess.run(
+        [str(arg) for arg in args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Server:
+    """A command line from a Procfile, started in its own session on 127.0.0.1."""
+
+    def __init__(self, project, command, env, log_path, ready_path="/healthz", timeout=40):
+        self.project = project
+        self.port = int(env["PORT"])
+        self.log_path = log_path
+        self.started = time.monotonic()
+        with open(log_path, "wb") as log:
+            # exec: the server itself gets the signals, as under a process manager.
+            self.process = subprocess.Popen(
+                ["/bin/sh", "-c", f"exec {command}"],
+                cwd=project,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_ready(ready_path, timeout)
+
+    def _wait_until_ready(self, path, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log}")
+            try:
+                if request(self.port, "GET", path, timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError(f"server not ready on :{self.port} after {timeout} s:\n{self.log}")
+
+    @property
+    def log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def log_problems(self):
+        return [line for line in self.log.splitlines() if LOG_PROBLEMS.search(line)]
+
+    def stop(self, timeout=10):
+        """SIGTERM, as a process manager sends it; return (return code, seconds) or None."""
+        if self.process.poll() is not None:
+            return self.process.returncode, 0.0
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        self.kill()  # anything left in its session (reloader children, workers)
+        return code, time.monotonic() - began
+
+    def kill(self):
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def request(port, method, path, headers=None, body=None, timeout=10, source="127.0.0.1"):
+    """One HTTP request to 127.0.0.1:port from `source`: (status, headers, body bytes)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def get_json(port, path, **kwargs):
+    status, _, body = request(port, "GET", path, **kwargs)
+    return status, json.loads(body)

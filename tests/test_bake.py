@@ -1,0 +1,109 @@
+"""Baking: every combination renders cleanly, and bad answers leave nothing behind."""
+
+import re
+import subprocess
+
+import pytest
+from conftest import ALL_COMBINATIONS, TEMPLATE, combination_id, makes_sense
+from harness import BIN
+
+LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
+
+# Files that belong to one option only: (does this bake need it?, path).
+OPTIONAL_PATHS = {
+    "hypercorn.toml": lambda answers: answers["server"] == "hypercorn",
+    "rooms": lambda answers: answers["websockets"],
+    "tests/test_rooms.py": lambda answers: answers["websockets"],
+    "rooms/management/commands/runserver.py": lambda answers: (
+        answers["websockets"] and answers["server"] != "daphne"
+    ),
+}
+
+
+def test_no_template_syntax_is_left(project):
+    for path in project.path.rglob("*"):
+        relative = path.relative_to(project.path)
+        assert not LEFTOVER_TEMPLATE_SYNTAX.search(str(relative)), relative
+        if path.is_file() and path.suffix != ".pyc":
+            assert not LEFTOVER_TEMPLATE_SYNTAX.search(path.read_text()), relative
+
+
+def test_only_files_of_chosen_options_are_present(project):
+    for path, needed in OPTIONAL_PATHS.items():
+        assert (project.path / path).exists() == needed(project.answers), path
+
+
+def test_django_layout(project):
+    assert (project.path / "manage.py").is_file()
+    for name in ("__init__.py", "settings.py", "urls.py", "asgi.py"):
+        assert (project.path / project.slug / name).is_file(), name
+
+
+def test_dot_env_has_a_fresh_secret_and_is_ignored(project):
+    env = dict(
+        line.split("=", 1)
+        for line in (project.path / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert len(env["DJANGO_SECRET_KEY"]) >= 50
+    assert env["DJANGO_DEBUG"] == "true"
+    assert ".env" in (project.path / ".gitignore").read_text().splitlines()
+    # The secret never reaches cookiecutter's replay file.
+    assert env["DJANGO_SECRET_KEY"] not in str(project.answers)
+
+
+def test_readme_shows_the_exact_commands(project):
+    readme = (project.path / "README.md").read_text()
+    for procfile in ("Procfile", "Procfile.dev"):
+        line = (project.path / procfile).read_text().strip().removeprefix("web:").strip()
+        assert line in readme, procfile
+
+
+def cookiecutter_cli(output, **answers):
+    """Bake as a user does, from the command line, into an empty directory."""
+    return subprocess.run(
+        [BIN / "cookiecutter", "--no-input", "--output-dir", output, TEMPLATE]
+        + [f"{key}={'yes' if value is True else 'no' if value is False else value}"
+           for key, value in answers.items()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "answers", [a for a in ALL_COMBINATIONS if not makes_sense(a)], ids=combination_id
+)
+def test_nonsense_combinations_are_refused(answers, tmp_path):
+    result = cookiecutter_cli(tmp_path, **answers)
+
+    assert result.returncode != 0
+    assert "ERROR: channel_layer 'redis' needs websockets" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("slug", "problem"),
+    [
+        ("my-project", "is not a valid Python identifier"),
+        ("2fast", "is not a valid Python identifier"),
+        ("café", "is not a valid Python identifier"),
+        ("class", "is a Python keyword"),
+        ("json", "would shadow the 'json' module"),
+        ("asyncio", "would shadow the 'asyncio' module"),
+        ("django", "would shadow the 'django' module"),
+        ("channels", "would shadow the 'channels' module"),
+        ("uvicorn", "would shadow the 'uvicorn' module"),
+        ("test", "would shadow the 'test' module"),
+        ("rooms", "would shadow the 'rooms' module"),
+        ("a" * 33, "keep it to 32 or fewer"),
+    ],
+)
+def test_bad_slugs_are_refused_before_any_file_is_written(slug, problem, tmp_path):
+    result = cookiecutter_cli(tmp_path, project_slug=slug)
+
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert errors[0].startswith(f"ERROR: project_slug {slug!r}") and problem in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
