@@ -161,6 +161,11 @@ class Project:
             values["REDIS_URL"] = self.redis_url
         return environment(**{**values, **variables})
 
+    def development_env(self, **variables):
+        """Development: .env (debug on) plus where this test run's services are."""
+        services = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+        return environment(**{k: v for k, v in services.items() if v}, **variables)
+
     def manage(self, *args, env=None):
         return run(self.path, [PYTHON, "manage.py", *args], env or self.production_env())
 
@@ -196,6 +201,7 @@ PROBE_SETTINGS = """
 from {slug}.settings import *  # noqa: F403
 
 ROOT_URLCONF = "probe_urls"
+SECURE_REDIRECT_EXEMPT = [r"^probe/"]
 """
 PROBE_URLS = """
 import asyncio

@@ -11,7 +11,7 @@ def test_ruff_finds_nothing_to_fix(project):
 
 def test_django_check_passes_in_development(project):
     # The .env written at bake time: debug on, its own secret.
-    result = project.manage("check", "--fail-level", "WARNING", env=environment())
+    result = project.manage("check", "--fail-level", "WARNING", env=project.development_env())
     assert result.returncode == 0, result.stdout
 
 
