@@ -3,6 +3,7 @@ Fixtures: every combination of the template's options, baked once, with the back
 services it needs and its production server running.
 """
 
+import contextlib
 import glob
 import itertools
 import json
@@ -49,9 +50,42 @@ def combination_id(answers):
     )
 
 
+def only_when(condition):
+    """Run a per-combination test only for the combinations `condition(answers)` accepts.
+
+    The others are deselected at collection, not skipped: in CI nothing may be skipped.
+    """
+    return pytest.mark.only_when(condition)
+
+
+def pytest_collection_modifyitems(config, items):
+    selected, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("only_when")
+        answers = getattr(item, "callspec", None) and item.callspec.params.get("project")
+        if marker and answers and not marker.args[0](answers):
+            deselected.append(item)
+        else:
+            selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def in_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI a skipped test is a failure: whatever it needs, CI must install."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if in_ci() and reporter and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = 1
+
+
 def unavailable(reason):
     """Skip where a tool is missing; in CI (CI=true), where nothing may be skipped, fail."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail(reason)
     pytest.skip(reason)
 
@@ -132,6 +166,19 @@ def postgres():
     shutil.rmtree(data, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def database(server_url):
+    """A database of its own on the test PostgreSQL server, dropped afterwards."""
+    name = f"demo_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{server_url}/{name}"
+    finally:
+        with psycopg.connect(f"{server_url}/postgres", autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 # The baked projects.
 
 
@@ -181,18 +228,12 @@ def project(request, cookies_session):
     result = bake(cookies_session, answers, project_name="Demo Site")
     assert result.exit_code == 0, result.exception
     baked = Project(Path(result.project_path), answers)
-    if answers["database"] == "postgresql":
-        server_url = request.getfixturevalue("postgres")
-        name = f"demo_{secrets.token_hex(4)}"
-        with psycopg.connect(f"{server_url}/postgres", autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        baked.database_url = f"{server_url}/{name}"
-    if answers["channel_layer"] == "redis" and answers["websockets"]:
-        baked.redis_url = request.getfixturevalue("redis_server").url
-    yield baked
-    if baked.database_url:
-        with psycopg.connect(f"{server_url}/postgres", autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with contextlib.ExitStack() as stack:
+        if answers["database"] == "postgresql":
+            baked.database_url = stack.enter_context(database(request.getfixturevalue("postgres")))
+        if answers["channel_layer"] == "redis" and answers["websockets"]:
+            baked.redis_url = request.getfixturevalue("redis_server").url
+        yield baked
 
 
 # A test-only view, added beside the project's own URLs through a settings module of the

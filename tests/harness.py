@@ -33,10 +33,14 @@ def procfile_command(project, name="Procfile"):
     raise AssertionError(f"{name} has no web: line")
 
 
-def environment(**variables):
-    """The test process's environment with this venv first on PATH, plus `variables`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+def environment(bin_dir=BIN, **variables):
+    """The test process's environment with a venv first on PATH, plus `variables`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "PYTEST_", "VIRTUAL_ENV", "UV_"))
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     env.update({key: str(value) for key, value in variables.items()})
     return env
 
