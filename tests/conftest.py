@@ -62,7 +62,8 @@ def pytest_collection_modifyitems(config, items):
     selected, deselected = [], []
     for item in items:
         marker = item.get_closest_marker("only_when")
-        answers = getattr(item, "callspec", None) and item.callspec.params.get("project")
+        params = item.callspec.params.values() if hasattr(item, "callspec") else []
+        answers = next((p for p in params if isinstance(p, dict) and "server" in p), None)
         if marker and answers and not marker.args[0](answers):
             deselected.append(item)
         else:
@@ -255,6 +256,18 @@ async def client(request):
     return JsonResponse({{"address": request.META["REMOTE_ADDR"], "scheme": request.scheme}})
 
 
+async def groups(request):
+    # How many consumers each group of this process's channel layer holds.
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    # InMemoryChannelLayer.groups, or the Redis pub/sub layer's per-process table.
+    members = getattr(layer, "groups", None) or getattr(layer, "_groups", {{}})
+    return JsonResponse(
+        {{name.removeprefix("asgi__group__"): len(channels) for name, channels in members.items()}}
+    )
+
+
 async def slow(request):
     await asyncio.sleep(float(request.GET.get("seconds", "2")))
     return JsonResponse({{"slept": True}})
@@ -263,6 +276,7 @@ async def slow(request):
 urlpatterns = [
     path("probe/client", client),
     path("probe/slow", slow),
+    path("probe/groups", groups),
     path("", include("{slug}.urls")),
 ]
 """

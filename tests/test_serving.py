@@ -6,6 +6,7 @@ a browser, a proxy and a process manager see. The last test stops the server.
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -195,6 +196,24 @@ def test_an_oversized_message_is_refused_and_the_server_stays_up(server, project
     with websocket(server) as bob:
         bob.send(json.dumps({"message": "after"}))
         assert receive_json(bob)["message"] == "after"
+
+
+@with_websockets
+def test_clients_that_vanish_without_a_close_frame_leave_their_room(server, project):
+    room = "/ws/rooms/vanish/"
+    with websocket(server, room) as alive, websocket(server, room) as b, websocket(server, room) as c:
+        assert get_json(server.port, "/probe/groups")[1].get("room.vanish") == 3
+        for client in (b, c):
+            # Gone without a close frame, as when a laptop lid shuts or a tab is killed.
+            client.socket.shutdown(socket.SHUT_RDWR)
+            client.socket.close()
+        deadline = time.monotonic() + 10
+        while get_json(server.port, "/probe/groups")[1].get("room.vanish") != 1:
+            assert time.monotonic() < deadline, "dead clients still in the room after 10 s"
+            time.sleep(0.1)
+
+        alive.send(json.dumps({"message": "anyone?"}))
+        assert receive_json(alive) == {"message": "anyone?", "user": None}
 
 
 @without_websockets
