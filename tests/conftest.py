@@ -222,6 +222,17 @@ def bake(cookies, answers, **more):
     return cookies.bake(extra_context={**answers, **more}, template=str(TEMPLATE))
 
 
+def prepared_project(cookies, answers, name):
+    """A fresh bake, migrated and with static files collected (SQLite only)."""
+    result = bake(cookies, answers, project_name=name)
+    assert result.exit_code == 0, result.exception
+    project = Project(Path(result.project_path), answers)
+    for args in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        completed = project.manage(*args)
+        assert completed.returncode == 0, completed.stdout
+    return project
+
+
 @pytest.fixture(scope="session", params=COMBINATIONS, ids=combination_id)
 def project(request, cookies_session):
     """One baked project per combination, shared by every test of that combination."""

@@ -1,0 +1,132 @@
+"""
+Scaling out on Redis, for every server: rooms shared across processes and workers, and a
+Redis that goes away and comes back. Each test runs its own redis-server.
+"""
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+from conftest import OPTIONS, only_when, prepared_project
+from harness import Server, free_port, get_json, procfile_command, request
+from test_serving import receive_json, websocket
+
+REDIS_ANSWERS = [
+    {"server": server, "websockets": True, "channel_layer": "redis", "database": "sqlite"}
+    for server in OPTIONS["server"]
+]
+
+
+@pytest.fixture(scope="module", params=REDIS_ANSWERS, ids=lambda answers: answers["server"])
+def redis_project(request, cookies_session):
+    return prepared_project(cookies_session, request.param, "Scaled Out")
+
+
+def start(project, redis, log, **variables):
+    env = project.production_env(REDIS_URL=redis.url, PORT=free_port(), **variables)
+    return Server(project.path, procfile_command(project.path), env, log)
+
+
+def chat(sender, *receivers, text):
+    sender.send(json.dumps({"message": text}))
+    for client in (sender, *receivers):
+        assert receive_json(client)["message"] == text
+
+
+def test_two_server_processes_share_rooms(redis_project, own_redis, tmp_path):
+    first = start(redis_project, own_redis, tmp_path / "first.log")
+    second = start(redis_project, own_redis, tmp_path / "second.log")
+    try:
+        with websocket(first) as alice, websocket(second) as bob:
+            chat(alice, bob, text="from the first process")
+            chat(bob, alice, text="from the second process")
+    finally:
+        first.stop()
+        second.stop()
+    assert first.log_problems() == [] and second.log_problems() == []
+
+
+def worker_of(server, client):
+    """The pid of the worker process holding `client`'s connection (read from /proc)."""
+    client_port = client.socket.getsockname()[1]
+    wanted = f"0100007F:{server.port:04X} 0100007F:{client_port:04X}"
+    inode = next(
+        line.split()[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if " ".join(line.split()[1:3]) == wanted
+    )
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if fd.readlink().name == f"socket:[{inode}]":
+                return int(fd.parts[2])
+        except OSError:
+            continue
+    raise AssertionError("no process holds the connection")
+
+
+@only_when(lambda answers: answers["server"] != "daphne")  # daphne has no workers
+def test_workers_of_one_server_share_rooms(redis_project, own_redis, tmp_path):
+    server = start(redis_project, own_redis, tmp_path / "workers.log", WEB_CONCURRENCY=2)
+    clients = []
+    try:
+        with contextlib.ExitStack() as stack:
+            # Connect until the clients are spread over both workers (bounded).
+            for _ in range(16):
+                clients.append(stack.enter_context(websocket(server)))
+                if len({worker_of(server, client) for client in clients}) == 2:
+                    break
+            assert len({worker_of(server, client) for client in clients}) == 2
+            chat(clients[0], *clients[1:], text="to every worker")
+            chat(clients[-1], *clients[:-1], text="and back")
+    finally:
+        server.stop()
+    assert server.log_problems() == []
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.2)
+
+
+def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, own_redis, tmp_path):
+    server = start(redis_project, own_redis, tmp_path / "outage.log")
+    try:
+        with websocket(server, "/ws/rooms/outage/") as alice:
+            chat(alice, text="before")
+
+            own_redis.stop()
+            # HTTP goes on; readiness says what is down.
+            assert get_json(server.port, "/healthz") == (200, {"status": "ok"})
+            wait_for(lambda: get_json(server.port, "/readyz")[0] == 503, 10, "readyz 503")
+            assert get_json(server.port, "/readyz")[1] == {
+                "status": "unavailable",
+                "checks": {"database": "ok", "redis": "down"},
+            }
+            # A message sent meanwhile: an error frame, never a hang.
+            began = time.monotonic()
+            alice.send(json.dumps({"message": "during"}))
+            assert "error" in receive_json(alice)
+            assert time.monotonic() - began < 15
+
+            own_redis.start()
+            wait_for(lambda: get_json(server.port, "/readyz")[0] == 200, 15, "readyz 200")
+
+        # New connections and messages work again, with the same server process.
+        def new_client_chats():
+            try:
+                with websocket(server, "/ws/rooms/outage/") as bob:
+                    chat(bob, text="after")
+                return True
+            except (OSError, websockets.exceptions.WebSocketException):
+                return False
+
+        wait_for(new_client_chats, 15, "a new client after Redis came back")
+        assert server.process.poll() is None
+        assert request(server.port, "GET", "/healthz")[0] == 200
+    finally:
+        server.stop()
