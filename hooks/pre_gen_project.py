@@ -15,35 +15,24 @@ CHANNEL_LAYER = {{ cookiecutter.channel_layer | tojson }}
 # Long enough for any sensible package name, short enough that every rendered line fits.
 MAX_SLUG_LENGTH = 32
 
-# Top-level modules the generated project imports, or creates beside its own package:
-# a project package of the same name would shadow them.
-PROJECT_MODULES = {
-    "asgiref",
-    "channels",
-    "channels_redis",
-    "conftest",
-    "daphne",
-    "django",
-    "environ",
-    "h11",
-    "httptools",
-    "hypercorn",
-    "manage",
-    "psycopg",
-    "psycopg_pool",
-    "pytest",
-    "pytest_django",
-    "pythonjsonlogger",
-    "redis",
-    "rooms",
-    "servestatic",
-    "test",
-    "tests",
-    "twisted",
-    "uvicorn",
-    "uvloop",
-    "websockets",
-}
+# Names the project itself uses: the modules it imports or creates beside its package
+# (rooms, tests, staticfiles, ...), and every distribution in its dependency tree, for all
+# options (from uv.lock files; uv refuses a project named like one of its dependencies).
+TAKEN_NAMES = {
+    # created beside the project's own package
+    "conftest", "manage", "rooms", "staticfiles", "test", "tests",
+    # imported, or installed, by some combination of options
+    "anyio", "asgiref", "async_timeout", "attrs", "autobahn", "automat", "cbor2", "cffi",
+    "channels", "channels_redis", "click", "colorama", "constantly", "cryptography", "daphne",
+    "django", "django_environ", "environ", "h11", "h2", "hpack", "httptools", "hypercorn",
+    "hyperframe", "hyperlink", "idna", "incremental", "iniconfig", "msgpack", "packaging",
+    "pluggy", "priority", "psycopg", "psycopg_binary", "psycopg_pool", "pycparser", "pygments",
+    "pyopenssl", "pytest", "pytest_asyncio", "pytest_django", "python_dotenv",
+    "python_json_logger", "pythonjsonlogger", "pyyaml", "redis", "ruff", "servestatic",
+    "service_identity", "sqlparse", "twisted", "txaio", "typing_extensions", "tzdata",
+    "u_msgpack_python", "ujson", "uvicorn", "uvloop", "watchfiles", "websockets", "wsproto",
+    "yaml", "zope", "zope_interface",
+}  # fmt: skip
 
 
 def slug_problem(slug):
@@ -59,10 +48,17 @@ def slug_problem(slug):
         )
     if keyword.iskeyword(slug):
         return f"project_slug {slug!r} is a Python keyword: choose another name."
-    if slug in sys.stdlib_module_names or slug in PROJECT_MODULES:
+    if slug.startswith("_") or slug.endswith("_"):
+        return f"project_slug {slug!r} must start and end with a letter or digit."
+    if slug.lower() in sys.stdlib_module_names:
         return (
-            f"project_slug {slug!r} would shadow the {slug!r} module the project imports: "
+            f"project_slug {slug!r} would shadow the standard library's {slug!r} module: "
             "choose another name."
+        )
+    if slug.lower() in TAKEN_NAMES:
+        return (
+            f"project_slug {slug!r} would shadow the {slug!r} module or package the project "
+            "uses: choose another name."
         )
     return None
 

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import tomllib
 
 import pytest
 from conftest import ALL_COMBINATIONS, TEMPLATE, combination_id, makes_sense
@@ -89,13 +90,18 @@ def test_nonsense_combinations_are_refused(answers, tmp_path):
         ("2fast", "is not a valid Python identifier"),
         ("café", "is not a valid Python identifier"),
         ("class", "is a Python keyword"),
-        ("json", "would shadow the 'json' module"),
-        ("asyncio", "would shadow the 'asyncio' module"),
-        ("django", "would shadow the 'django' module"),
-        ("channels", "would shadow the 'channels' module"),
-        ("uvicorn", "would shadow the 'uvicorn' module"),
-        ("test", "would shadow the 'test' module"),
-        ("rooms", "would shadow the 'rooms' module"),
+        ("_private", "must start and end with a letter or digit"),
+        ("trailing_", "must start and end with a letter or digit"),
+        ("json", "would shadow the standard library's 'json' module"),
+        ("asyncio", "would shadow the standard library's 'asyncio' module"),
+        ("Email", "would shadow the standard library's 'Email' module"),
+        ("django", "would shadow the 'django' module or package"),
+        ("channels", "would shadow the 'channels' module or package"),
+        ("uvicorn", "would shadow the 'uvicorn' module or package"),
+        ("sqlparse", "would shadow the 'sqlparse' module or package"),
+        ("test", "would shadow the 'test' module or package"),
+        ("rooms", "would shadow the 'rooms' module or package"),
+        ("staticfiles", "would shadow the 'staticfiles' module or package"),
         ("a" * 33, "keep it to 32 or fewer"),
     ],
 )
@@ -107,3 +113,27 @@ def test_bad_slugs_are_refused_before_any_file_is_written(slug, problem, tmp_pat
     assert errors[0].startswith(f"ERROR: project_slug {slug!r}") and problem in errors[0]
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_free_text_answers_are_data_not_code(tmp_path):
+    """Quotes and backslashes in names and descriptions still give valid TOML and Python."""
+    result = cookiecutter_cli(
+        tmp_path,
+        project_name=' Tricky """ Name ',
+        project_slug="tricky",
+        description='A "quoted" \\d description',
+        author_name="O'Brien \"Bob\"",
+    )
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "tricky"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == 'A "quoted" \\d description'
+    assert pyproject["project"]["authors"][0]["name"] == "O'Brien \"Bob\""
+    for path in project.rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")
+
+
+def test_the_default_slug_comes_from_the_name(tmp_path):
+    result = cookiecutter_cli(tmp_path, project_name="  Chat-Room Service ")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "chat_room_service" / "chat_room_service" / "asgi.py").is_file()

@@ -52,6 +52,6 @@ def test_a_missing_secret_key_or_host_stops_start_up_with_one_clear_line(project
             if command[0] != "/bin/sh" or project.answers["server"] != "hypercorn":
                 assert result.returncode != 0
             assert result.stdout.strip().splitlines() == [
-                f"ImproperlyConfigured: {variable} is not set. Set it in the environment"
-                " (or in .env for local development); see .env.example."
+                f"ImproperlyConfigured: {variable} is not set. Set it in the environment; for local"
+                " development, copy .env.example to .env (it turns DJANGO_DEBUG on)."
             ], command

@@ -178,7 +178,7 @@ def test_handshakes_from_other_sites_are_refused(server, project, origin):
 
 
 @with_websockets
-@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/a%20b/", "/ws/rooms/"])
+@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/a%20b/", "/ws/rooms/", "/"])
 def test_handshakes_on_unknown_paths_are_refused(server, project, path):
     assert refused_status(server, path) == 403
 

@@ -4,7 +4,7 @@ WebSocket routes: the urls.py of WebSocket connections, wired in by asgi.py.
 https://channels.readthedocs.io/en/stable/topics/routing.html
 """
 
-from django.urls import path, re_path
+from django.urls import re_path
 
 from . import consumers
 
@@ -12,6 +12,6 @@ websocket_urlpatterns = [
     # Room names become channel-layer group names, which allow ASCII letters, digits, "-",
     # "_" and "." only: anything else falls through to the refusal below.
     re_path(r"^ws/rooms/(?P<room>[A-Za-z0-9_-]{1,64})/$", consumers.RoomConsumer.as_asgi()),
-    # Last: refuse every other path cleanly instead of URLRouter's "No route found" error.
-    path("<path:unknown>", consumers.NoRouteConsumer.as_asgi()),
+    # Last: refuse every other path, "/" included, instead of URLRouter's "No route found".
+    re_path(r"", consumers.NoRouteConsumer.as_asgi()),
 ]

@@ -35,3 +35,12 @@ def test_readyz_names_what_is_down(client, monkeypatch):
         "status": "unavailable",
         "checks": {"database": "ok", "cache": "down"},
     }
+{%- if cookiecutter.websockets and cookiecutter.channel_layer == "redis" %}
+
+
+async def test_redis_is_reported_down_when_unreachable(settings):
+    # Nothing listens on port 1: the check fails fast instead of hanging.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    assert await health._status(health.check_redis) == "down"
+{%- endif %}

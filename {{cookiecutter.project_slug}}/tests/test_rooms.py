@@ -80,7 +80,7 @@ async def test_handshakes_from_other_sites_are_refused(headers):
     assert not connected
 
 
-@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/no spaces/", "/ws/rooms/"])
+@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/no spaces/", "/ws/rooms/", "/"])
 async def test_unknown_paths_are_refused(path):
     connected, _ = await connect(path).connect()
 

@@ -20,7 +20,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
 
 # Build Django's HTTP application first: this runs django.setup(), which loads the settings
-# and the app registry. Anything that imports models (auth, consumers, views) must be
+# and the app registry. Anything that imports models ({% if cookiecutter.websockets %}auth, consumers, {% endif %}views) must be
 # imported after this line, or it raises AppRegistryNotReady.
 django_application = get_asgi_application()
 

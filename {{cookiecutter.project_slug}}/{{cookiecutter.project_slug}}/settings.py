@@ -1,5 +1,5 @@
 """
-Django settings for {{ cookiecutter.project_name }}.
+Django settings.
 
 Every value that differs between machines comes from the environment (12-factor), parsed by
 django-environ. A local `.env` file is read when present (development); production sets real
@@ -30,8 +30,8 @@ def required(name, value):
     """Stop start-up with one line that names the missing variable, not a traceback."""
     if not value:
         raise SystemExit(
-            f"ImproperlyConfigured: {name} is not set. Set it in the environment"
-            " (or in .env for local development); see .env.example."
+            f"ImproperlyConfigured: {name} is not set. Set it in the environment; for local"
+            " development, copy .env.example to .env (it turns DJANGO_DEBUG on)."
         )
     return value
 
@@ -210,6 +210,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "KEY_PREFIX": "{{ cookiecutter.project_slug }}",
     },
 }
 {%- else %}
@@ -236,8 +237,8 @@ else:
 
 # Security: HTTPS everywhere outside development, behind a TLS-terminating proxy.
 # SECURE_PROXY_SSL_HEADER is deliberately unset: it would believe X-Forwarded-Proto from any
-# client. The server (see asgi.py and Procfile) already takes the scheme from that header,
-# and only from the proxies listed in FORWARDED_ALLOW_IPS.
+# client. The scheme Django sees already comes from that header, and only from the proxies
+# in FORWARDED_ALLOW_IPS: {% if cookiecutter.server == "uvicorn" %}uvicorn's --forwarded-allow-ips (Procfile){% else %}the proxy-headers middleware in asgi.py{% endif %}.
 # https://docs.djangoproject.com/en/stable/ref/middleware/#module-django.middleware.security
 # https://docs.djangoproject.com/en/stable/howto/deployment/checklist/
 
@@ -262,6 +263,7 @@ LOGGING = {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
@@ -280,6 +282,10 @@ LOGGING = {
             "{{ cookiecutter.project_slug }}",
 {%- if cookiecutter.websockets %}
             "rooms",
+{%- endif %}
+{%- if cookiecutter.database == "postgresql" %}
+            # The connection pool says why it cannot connect (its errors only time out).
+            "psycopg",
 {%- endif %}
         ]
     },
