@@ -52,6 +52,8 @@ def test_a_fresh_install_from_pyproject_boots(server, cookies, newer_python, pos
         steps = [
             [BIN / "uv", "sync", "--python", newer_python],
             [BIN / "uv", "run", "python", "-c", "import django; print(django.get_version())"],
+            [BIN / "uv", "run", "python", "-W", "error::DeprecationWarning", "-c",
+             f"import {project.slug}.asgi"],
             [BIN / "uv", "run", "python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
             [BIN / "uv", "run", "python", "manage.py", "migrate", "--noinput"],
             [BIN / "uv", "run", "python", "manage.py", "collectstatic", "--noinput"],

@@ -105,6 +105,29 @@ def test_readyz_reports_every_backing_service_ok(server, project):
     assert get_json(server.port, "/readyz") == (200, {"status": "ok", "checks": checks})
 
 
+def unreachable_database(project, tmp_path):
+    if project.answers["database"] == "postgresql":
+        return f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
+    return f"sqlite:///{tmp_path}/no/such/directory/db.sqlite3"
+
+
+def test_readyz_names_an_unreachable_database(project, probe, tmp_path):
+    env = project.production_env(
+        PORT=free_port(), DATABASE_URL=unreachable_database(project, tmp_path), **probe
+    )
+    running = Server(project.path, procfile_command(project.path), env, tmp_path / "log")
+    try:
+        began = time.monotonic()
+        status, body = get_json(running.port, "/readyz")
+        assert time.monotonic() - began < 5  # the check gives up after 3 s
+        assert status == 503
+        assert body["status"] == "unavailable"
+        assert body["checks"]["database"] == "down"
+        assert get_json(running.port, "/healthz") == (200, {"status": "ok"})
+    finally:
+        running.stop()
+
+
 def test_the_admin_stylesheet_is_served_compressed(server, prepared):
     manifest = json.loads((prepared.path / "staticfiles" / "staticfiles.json").read_text())
     url = "/static/" + manifest["paths"]["admin/css/base.css"]

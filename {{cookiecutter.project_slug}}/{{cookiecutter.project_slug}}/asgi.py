@@ -3,9 +3,9 @@ ASGI entry point: `application` is the one object every ASGI server loads.
 
 The server imports it by its dotted path (see Procfile) and calls it once per connection
 with a scope (what kind of connection, path, headers, client) and two channels to receive
-and send messages. Unlike WSGI's one call per request, an ASGI call can
-stay open: that is what makes WebSockets possible. urls.py still routes HTTP; this file
-decides which kind of connection goes where.
+and send messages. Unlike WSGI's one call per request, an ASGI call can stay open: that is
+what makes WebSockets possible. urls.py still routes HTTP; this file decides which kind of
+connection goes where.
 
 https://docs.djangoproject.com/en/stable/howto/deployment/asgi/
 {%- if cookiecutter.websockets %}
@@ -20,8 +20,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
 
 # Build Django's HTTP application first: this runs django.setup(), which loads the settings
-# and the app registry. Anything that imports models ({% if cookiecutter.websockets %}auth, consumers, {% endif %}views) must be
-# imported after this line, or it raises AppRegistryNotReady.
+# and the app registry. Whatever imports models must come after this line, or it raises
+# AppRegistryNotReady: {% if cookiecutter.websockets %}the auth middleware, the consumers, {% endif %}the views.
 django_application = get_asgi_application()
 
 {% if cookiecutter.websockets -%}
@@ -74,9 +74,9 @@ async def application(scope, receive, send):
 {%- if cookiecutter.server != "uvicorn" %}
 {% if not cookiecutter.websockets %}
 {% endif %}
-# {{ cookiecutter.server }} cannot limit whose X-Forwarded-For/-Proto headers it believes, so
-# the project borrows uvicorn's middleware, which trusts them only from FORWARDED_ALLOW_IPS
-# (your proxy's addresses; default 127.0.0.1), as uvicorn itself does.
+# Proxy headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from the addresses in
+# FORWARDED_ALLOW_IPS (your proxy's; default 127.0.0.1). {{ cookiecutter.server }} has no such
+# allow-list, so the project borrows uvicorn's middleware, which does.
 application = ProxyHeadersMiddleware(
     application, trusted_hosts=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 )

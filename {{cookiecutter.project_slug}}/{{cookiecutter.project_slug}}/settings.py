@@ -68,8 +68,10 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-{%- if cookiecutter.websockets %}
+{%- if cookiecutter.websockets and cookiecutter.server != "daphne" %}
     # Before staticfiles: its runserver command must win over the one staticfiles brings.
+    "rooms",
+{%- elif cookiecutter.websockets %}
     "rooms",
 {%- endif %}
     # Before staticfiles: ServeStatic serves static files in development too.
