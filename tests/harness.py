@@ -86,7 +86,9 @@ class Server:
             try:
                 if request(self.port, "GET", path, timeout=2)[0] == 200:
                     return
-            except OSError:
+            # Nothing listening yet; or, rarely, the client's ephemeral port is the server's
+            # and the socket connects to itself, reading back its own request.
+            except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.1)
         self.kill()

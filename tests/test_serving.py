@@ -3,6 +3,7 @@ Every combination's production command (Procfile), running in production mode: w
 a browser, a proxy and a process manager see. The last test stops the server.
 """
 
+import http.client
 import json
 import os
 import re
@@ -52,7 +53,7 @@ def status_or_none(port, path):
     """The status of GET path, or None while nothing listens (a server restarting)."""
     try:
         return request(port, "GET", path)[0]
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 
