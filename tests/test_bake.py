@@ -29,6 +29,19 @@ def test_no_template_syntax_is_left(project):
             assert not LEFTOVER_TEMPLATE_SYNTAX.search(path.read_text()), relative
 
 
+def test_rendered_text_looks_hand_written(project):
+    """No trailing whitespace, no runs of blank lines or missing final newline left by Jinja."""
+    for path in project.path.rglob("*"):
+        if not path.is_file() or path.suffix in (".pyc", ".sqlite3"):
+            continue
+        text = path.read_text()
+        relative = path.relative_to(project.path)
+        assert text == "" or text.endswith("\n") and not text.endswith("\n\n"), relative
+        assert not re.search(r"[ \t]$", text, re.MULTILINE), relative
+        if path.suffix != ".py":  # ruff format judges Python files
+            assert "\n\n\n" not in text, relative
+
+
 def test_only_files_of_chosen_options_are_present(project):
     for path, needed in OPTIONAL_PATHS.items():
         assert (project.path / path).exists() == needed(project.answers), path
