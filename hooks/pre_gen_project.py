@@ -15,24 +15,24 @@ CHANNEL_LAYER = {{ cookiecutter.channel_layer | tojson }}
 # Long enough for any sensible package name, short enough that every rendered line fits.
 MAX_SLUG_LENGTH = 32
 
-# Names the project itself uses: the modules it imports or creates beside its package
-# (rooms, tests, staticfiles, ...), and every distribution in its dependency tree, for all
-# options (from uv.lock files; uv refuses a project named like one of its dependencies).
+# Names the project itself uses: what it creates beside its package, and every package of
+# its dependency tree (from uv.lock files), by distribution and import name: uv refuses a
+# project named like a dependency, and Python would import the project instead of it.
 TAKEN_NAMES = {
     # created beside the project's own package
     "conftest", "manage", "rooms", "staticfiles", "test", "tests",
-    # imported, or installed, by some combination of options
-    "anyio", "asgiref", "async_timeout", "attrs", "autobahn", "automat", "cbor2", "cffi",
-    "channels", "channels_redis", "click", "colorama", "constantly", "cryptography", "daphne",
-    "django", "django_environ", "environ", "h11", "h2", "hpack", "httptools", "hypercorn",
-    "hyperframe", "hyperlink", "idna", "incremental", "iniconfig", "msgpack", "packaging",
-    "pluggy", "priority", "psycopg", "psycopg_binary", "psycopg_pool", "pycparser", "pygments",
-    "pyopenssl", "pytest", "pytest_asyncio", "pytest_django", "python_dotenv",
-    "python_json_logger", "pythonjsonlogger", "pyyaml", "redis", "ruff", "servestatic",
-    "service_identity", "sqlparse", "twisted", "txaio", "typing_extensions", "tzdata",
-    "u_msgpack_python", "ujson", "uvicorn", "uvloop", "watchfiles", "websockets", "wsproto",
-    "yaml", "zope", "zope_interface",
-}  # fmt: skip
+    # distribution and import names of every dependency, for any combination of options
+    "anyio", "asgiref", "async_timeout", "attr", "attrs", "autobahn", "automat", "cbor2",
+    "cffi", "channels", "channels_redis", "click", "colorama", "constantly", "cryptography",
+    "daphne", "django", "django_environ", "dotenv", "environ", "h11", "h2", "hpack",
+    "httptools", "hypercorn", "hyperframe", "hyperlink", "idna", "incremental", "iniconfig",
+    "msgpack", "openssl", "packaging", "pluggy", "priority", "psycopg", "psycopg_binary",
+    "psycopg_pool", "py", "pycparser", "pygments", "pyopenssl", "pytest", "pytest_asyncio",
+    "pytest_django", "python_dotenv", "python_json_logger", "pythonjsonlogger", "pyyaml",
+    "redis", "ruff", "servestatic", "service_identity", "sqlparse", "twisted", "txaio",
+    "typing_extensions", "tzdata", "u_msgpack_python", "ujson", "umsgpack", "uvicorn", "uvloop",
+    "watchfiles", "websockets", "wsproto", "yaml", "zope", "zope_interface",
+}
 
 
 def slug_problem(slug):

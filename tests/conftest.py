@@ -120,6 +120,7 @@ class RedisServer:
                 return
             except redis.ConnectionError:
                 time.sleep(0.05)
+        self.stop()
         raise AssertionError("redis-server did not start")
 
     def stop(self):
@@ -258,6 +259,7 @@ SECURE_REDIRECT_EXEMPT = [r"^probe/"]
 """
 PROBE_URLS = """
 import asyncio
+from pathlib import Path
 
 from django.http import JsonResponse
 from django.urls import include, path
@@ -280,6 +282,8 @@ async def groups(request):
 
 
 async def slow(request):
+    # Says it has started (a file beside this module), then takes its time.
+    (Path(__file__).parent / "slow-request-started").touch()
     await asyncio.sleep(float(request.GET.get("seconds", "2")))
     return JsonResponse({{"slept": True}})
 
@@ -301,6 +305,12 @@ def probe(project, tmp_path_factory):
     (directory / "probe_settings.py").write_text(PROBE_SETTINGS.format(slug=project.slug))
     (directory / "probe_urls.py").write_text(PROBE_URLS.format(slug=project.slug))
     return {"PYTHONPATH": directory, "DJANGO_SETTINGS_MODULE": "probe_settings"}
+
+
+@pytest.fixture(scope="session")
+def slow_request_started(probe):
+    """The file the probe's slow view touches once a request is inside it."""
+    return Path(probe["PYTHONPATH"]) / "slow-request-started"
 
 
 @pytest.fixture(scope="session")

@@ -46,14 +46,19 @@ def procfile_command(project, name="Procfile"):
     raise AssertionError(f"{name} has no web: line")
 
 
+# Only these pass from the caller's environment to the projects under test: never a
+# DATABASE_URL, REDIS_URL, WEB_CONCURRENCY or the like meant for something else.
+PASSED_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "TERM", "SSL_CERT_FILE")
+
+
 def environment(bin_dir=BIN, **variables):
-    """The test process's environment with a venv first on PATH, plus `variables`."""
+    """A clean environment with a venv first on PATH, plus `variables`."""
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "PYTEST_", "VIRTUAL_ENV", "UV_"))
+        name: value
+        for name, value in os.environ.items()
+        if name in PASSED_THROUGH or name.startswith(("LC_", "PIP_"))
     }
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env.update({key: str(value) for key, value in variables.items()})
     return env
 
@@ -95,6 +100,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.kill()  # whatever it left in its session
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log}")
             try:
                 if request(self.port, "GET", path, timeout=2)[0] == 200:
@@ -106,6 +112,12 @@ class Server:
             time.sleep(0.1)
         self.kill()
         raise AssertionError(f"server not ready on :{self.port} after {timeout} s:\n{self.log}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
     @property
     def log(self):

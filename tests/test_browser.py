@@ -5,6 +5,7 @@ with the in-memory layer, once across two processes sharing Redis. Screenshots a
 each test's temporary directory.
 """
 
+import contextlib
 import shutil
 
 import pytest
@@ -58,18 +59,21 @@ def join(page, url):
 def test_two_pages_chat_in_one_room(browser, chat_project, request, tmp_path):
     redis = chat_project.answers["channel_layer"] == "redis"
     variables = {"REDIS_URL": request.getfixturevalue("own_redis").url} if redis else {}
-    # With Redis, each page talks to a server process of its own.
-    servers = [
-        Server(
-            chat_project.path,
-            procfile_command(chat_project.path),
-            chat_project.production_env(PORT=free_port(), **variables),
-            tmp_path / f"server-{number}.log",
-        )
-        for number in range(2 if redis else 1)
-    ]
-    context = browser.new_context(extra_http_headers=HTTPS)
-    try:
+    with contextlib.ExitStack() as running:
+        # With Redis, each page talks to a server process of its own.
+        servers = [
+            running.enter_context(
+                Server(
+                    chat_project.path,
+                    procfile_command(chat_project.path),
+                    chat_project.production_env(PORT=free_port(), **variables),
+                    tmp_path / f"server-{number}.log",
+                )
+            )
+            for number in range(2 if redis else 1)
+        ]
+        context = browser.new_context(extra_http_headers=HTTPS)
+        running.callback(context.close)
         first, second = context.new_page(), context.new_page()
         join(first, f"http://127.0.0.1:{servers[0].port}/")
         join(second, f"http://127.0.0.1:{servers[-1].port}/")
@@ -80,10 +84,6 @@ def test_two_pages_chat_in_one_room(browser, chat_project, request, tmp_path):
         expect(second.locator("#log")).to_contain_text("anonymous: hello from the first page")
         expect(first.locator("#log")).to_contain_text("anonymous: hello from the first page")
         second.screenshot(path=tmp_path / "second-page.png")
-    finally:
-        context.close()
-        for server in servers:
-            server.stop()
     assert (tmp_path / "second-page.png").stat().st_size > 0
     for server in servers:
         assert server.log_problems() == []

@@ -37,15 +37,14 @@ def chat(sender, *receivers, text):
 
 
 def test_two_server_processes_share_rooms(redis_project, own_redis, tmp_path):
-    first = start(redis_project, own_redis, tmp_path / "first.log")
-    second = start(redis_project, own_redis, tmp_path / "second.log")
-    try:
-        with websocket(first) as alice, websocket(second) as bob:
-            chat(alice, bob, text="from the first process")
-            chat(bob, alice, text="from the second process")
-    finally:
-        first.stop()
-        second.stop()
+    with (
+        start(redis_project, own_redis, tmp_path / "first.log") as first,
+        start(redis_project, own_redis, tmp_path / "second.log") as second,
+        websocket(first) as alice,
+        websocket(second) as bob,
+    ):
+        chat(alice, bob, text="from the first process")
+        chat(bob, alice, text="from the second process")
     assert first.log_problems() == [] and second.log_problems() == []
 
 
@@ -69,20 +68,19 @@ def worker_of(server, client):
 
 @only_when(lambda answers: answers["server"] != "daphne")  # daphne has no workers
 def test_workers_of_one_server_share_rooms(redis_project, own_redis, tmp_path):
-    server = start(redis_project, own_redis, tmp_path / "workers.log", WEB_CONCURRENCY=2)
-    clients = []
-    try:
-        with contextlib.ExitStack() as stack:
-            # Connect until the clients are spread over both workers (bounded).
-            for _ in range(16):
-                clients.append(stack.enter_context(websocket(server)))
-                if len({worker_of(server, client) for client in clients}) == 2:
-                    break
-            assert len({worker_of(server, client) for client in clients}) == 2
-            chat(clients[0], *clients[1:], text="to every worker")
-            chat(clients[-1], *clients[:-1], text="and back")
-    finally:
-        server.stop()
+    with (
+        start(redis_project, own_redis, tmp_path / "workers.log", WEB_CONCURRENCY=2) as server,
+        contextlib.ExitStack() as clients_open,
+    ):
+        clients = []
+        # Connect until the clients are spread over both workers (bounded).
+        for _ in range(16):
+            clients.append(clients_open.enter_context(websocket(server)))
+            if len({worker_of(server, client) for client in clients}) == 2:
+                break
+        assert len({worker_of(server, client) for client in clients}) == 2
+        chat(clients[0], *clients[1:], text="to every worker")
+        chat(clients[-1], *clients[:-1], text="and back")
     assert server.log_problems() == []
 
 
@@ -94,8 +92,7 @@ def wait_for(condition, seconds, what):
 
 
 def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, own_redis, tmp_path):
-    server = start(redis_project, own_redis, tmp_path / "outage.log")
-    try:
+    with start(redis_project, own_redis, tmp_path / "outage.log") as server:
         with websocket(server, "/ws/rooms/outage/") as alice:
             chat(alice, text="before")
 
@@ -128,5 +125,3 @@ def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, o
         wait_for(new_client_chats, 15, "a new client after Redis came back")
         assert server.process.poll() is None
         assert request(server.port, "GET", "/healthz")[0] == 200
-    finally:
-        server.stop()

@@ -185,7 +185,18 @@ def test_a_logged_in_users_messages_carry_their_username(server, project):
 
 
 @with_websockets
-@pytest.mark.parametrize("frame", ["not json", "[1, 2]", "{}", '{"message": 42}', b"\x00"])
+MALFORMED = {
+    "not-json": "not json",
+    "not-object": "[1, 2]",
+    "no-message": "{}",
+    "not-string": '{"message": 42}',
+    "surrogate": '{"message": "\\ud800"}',
+    "deep": "[" * 100_000 + "]" * 100_000,
+    "binary": b"\x00",
+}
+
+
+@pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_message_gets_an_error_frame_and_the_connection_stays(server, project, frame):
     with websocket(server) as alice:
         alice.send(frame)
@@ -259,7 +270,9 @@ def clean_exit_codes(server):
     return {0, -15} if server == "uvicorn" else {0}
 
 
-def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(server, project):
+def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(
+    server, project, slow_request_started
+):
     outcome = {}
 
     def slow_request():
@@ -270,7 +283,10 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(server, p
 
     in_flight = threading.Thread(target=slow_request)
     in_flight.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while not slow_request_started.exists():
+        assert time.monotonic() < deadline, "the slow request never reached the view"
+        time.sleep(0.05)
     stopped = server.stop(timeout=10)
     in_flight.join(15)
 

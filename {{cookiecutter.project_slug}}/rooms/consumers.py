@@ -11,8 +11,20 @@ https://channels.readthedocs.io/en/stable/topics/consumers.html
 import logging
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+{%- if cookiecutter.channel_layer == "redis" %}
+from redis.exceptions import RedisError
+{%- endif %}
 
 logger = logging.getLogger(__name__)
+{%- if cookiecutter.channel_layer == "redis" %}
+
+# What the channel layer raises while Redis is unreachable.
+LAYER_DOWN = (RedisError, OSError)
+{%- else %}
+
+# What the channel layer raises when it is down: the in-memory layer lives in this process.
+LAYER_DOWN = ()
+{%- endif %}
 
 
 class RoomConsumer(AsyncJsonWebsocketConsumer):
@@ -20,7 +32,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
-        except Exception:
+        except LAYER_DOWN:
             # The channel layer (Redis) is unreachable: refuse rather than hang.
             logger.warning("channel layer unavailable, refusing %s", self.group)
             await self.close()
@@ -30,7 +42,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        except Exception:
+        except LAYER_DOWN:
             # Nothing to do: membership expires on its own (the layer's group_expiry).
             logger.warning("channel layer unavailable, could not leave %s", self.group)
 
@@ -38,7 +50,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         # The base class would raise on invalid JSON and drop the connection: answer instead.
         try:
             content = await self.decode_json(text_data)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not text, not JSON, nested too deep
             await self.send_json({"error": 'Send JSON text: {"message": "<text>"}.'})
             return
         await self.receive_json(content)
@@ -46,6 +58,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or not isinstance(content.get("message"), str):
             await self.send_json({"error": 'Expected an object with a string "message".'})
+            return
+        if not is_unicode(content["message"]):
+            await self.send_json({"error": "The message is not valid Unicode text."})
             return
         user = self.scope["user"]
         event = {
@@ -55,13 +70,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         }
         try:
             await self.channel_layer.group_send(self.group, event)
-        except Exception:
+        except LAYER_DOWN:
             logger.warning("channel layer unavailable, message to %s not sent", self.group)
             await self.send_json({"error": "The message could not be delivered; try again."})
 
     async def room_message(self, event):
         """Handle "room.message" events from the group: pass them to this client."""
         await self.send_json({"message": event["message"], "user": event["user"]})
+
+
+def is_unicode(text):
+    """JSON can carry lone surrogates ("\\ud800"), which no channel layer can encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class NoRouteConsumer(AsyncWebsocketConsumer):

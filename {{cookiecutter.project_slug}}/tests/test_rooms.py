@@ -54,8 +54,11 @@ async def test_other_rooms_hear_nothing():
         {"text_data": "[1, 2]"},
         {"text_data": "{}"},
         {"text_data": '{"message": 42}'},
+        {"text_data": '{"message": "\\ud800"}'},  # a lone surrogate: not Unicode text
+        {"text_data": "[" * 100_000 + "]" * 100_000},  # too deep for the JSON parser
         {"bytes_data": b"\x00\x01"},
     ],
+    ids=["not-json", "not-object", "no-message", "not-string", "surrogate", "deep", "binary"],
 )
 async def test_a_malformed_message_gets_an_error_and_the_connection_stays(frame):
     alice = connect("/ws/rooms/lobby/")

@@ -74,7 +74,7 @@ INSTALLED_APPS = [
 {%- elif cookiecutter.websockets %}
     "rooms",
 {%- endif %}
-    # Before staticfiles: ServeStatic serves static files in development too.
+    # ServeStatic's configuration checks.
     "servestatic",
     "django.contrib.staticfiles",
 {%- if cookiecutter.websockets %}
@@ -164,7 +164,7 @@ USE_TZ = True
 
 # Static files, served by the application itself through ServeStatic, which (unlike
 # WhiteNoise) streams files asynchronously under ASGI. Run `manage.py collectstatic` before
-# starting in production; in development files are found where they live.
+# starting in production; in development (DEBUG) it finds them where they live.
 # https://docs.djangoproject.com/en/stable/howto/static-files/
 # https://archmonger.github.io/ServeStatic/latest/django-settings/
 
