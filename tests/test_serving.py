@@ -184,7 +184,6 @@ def test_a_logged_in_users_messages_carry_their_username(server, project):
         assert receive_json(admin) == {"message": "hi", "user": ADMIN["username"]}
 
 
-@with_websockets
 MALFORMED = {
     "not-json": "not json",
     "not-object": "[1, 2]",
@@ -196,6 +195,7 @@ MALFORMED = {
 }
 
 
+@with_websockets
 @pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_message_gets_an_error_frame_and_the_connection_stays(server, project, frame):
     with websocket(server) as alice:
