@@ -110,6 +110,15 @@ def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, o
             assert "error" in receive_json(alice)
             assert time.monotonic() - began < 15
 
+            # A new connection meanwhile: refused with 403, or accepted and its messages
+            # answered with an error frame; never a 500, never a hang.
+            try:
+                with websocket(server, "/ws/rooms/outage/") as carol:
+                    carol.send(json.dumps({"message": "during"}))
+                    assert "error" in receive_json(carol)
+            except websockets.exceptions.InvalidStatus as refused:
+                assert refused.response.status_code == 403
+
             own_redis.start()
             wait_for(lambda: get_json(server.port, "/readyz")[0] == 200, 15, "readyz 200")
 
