@@ -102,8 +102,17 @@ def main():
     for server in ("uvicorn", "daphne", "hypercorn"):
         out = work / server
         subprocess.run(
-            [BIN / "cookiecutter", "--no-input", "-o", out, TEMPLATE, f"server={server}",
-             "project_name=bench"], check=True, capture_output=True,
+            [
+                BIN / "cookiecutter",
+                "--no-input",
+                "-o",
+                out,
+                TEMPLATE,
+                f"server={server}",
+                "project_name=bench",
+            ],
+            check=True,
+            capture_output=True,
         )
         project = out / "bench"
         probe = work / f"probe-{server}"
@@ -122,13 +131,27 @@ def main():
         bare = measure(baseline, bare_command, "/hello", work / f"{server}-bare.log")
         rows = [
             ("bare startproject, /hello", bare),
-            ("generated, /hello", measure(project, command, "/hello", work / f"{server}-gen.log",
-                                          PYTHONPATH=probe, DJANGO_SETTINGS_MODULE="bench_probe")),
-            ("generated, /healthz", measure(project, command, "/healthz", work / f"{server}-hz.log")),
+            (
+                "generated, /hello",
+                measure(
+                    project,
+                    command,
+                    "/hello",
+                    work / f"{server}-gen.log",
+                    PYTHONPATH=probe,
+                    DJANGO_SETTINGS_MODULE="bench_probe",
+                ),
+            ),
+            (
+                "generated, /healthz",
+                measure(project, command, "/healthz", work / f"{server}-hz.log"),
+            ),
         ]
         for name, figures in rows:
-            print(f"{server:10} {name:28} {figures['rps']:8.0f} {figures['p50_ms']:7.1f} "
-                  f"{figures['p99_ms']:7.1f} {figures['rps'] / bare['rps']:6.2f}")
+            print(
+                f"{server:10} {name:28} {figures['rps']:8.0f} {figures['p50_ms']:7.1f} "
+                f"{figures['p99_ms']:7.1f} {figures['rps'] / bare['rps']:6.2f}"
+            )
 
 
 if __name__ == "__main__":

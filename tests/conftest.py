@@ -92,7 +92,9 @@ def unavailable(reason):
 
 
 def find_binary(name, install_hint):
-    path = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    path = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
     if not path:
         unavailable(f"{name} not found: install {install_hint}")
     return path
@@ -106,8 +108,19 @@ class RedisServer:
         binary = find_binary("redis-server", "Redis (Debian: apt-get install redis-server)")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._command = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                         "--save", "", "--appendonly", "no", "--dir", str(directory)]
+        self._command = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ]
         self.process = None
         self.start()
 
@@ -157,14 +170,21 @@ def postgres():
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(data, "postgres")
     port = free_port()
-    subprocess.run([*as_user, initdb, "-D", data / "db", "-A", "trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_user, initdb, "-D", data / "db", "-A", "trust", "-U", "postgres"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     options = f"-p {port} -h 127.0.0.1 -k {data} -c fsync=off -c full_page_writes=off"
-    subprocess.run([*as_user, pg_ctl, "-D", data / "db", "-o", options, "-l", data / "log",
-                    "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", data / "db", "-o", options, "-l", data / "log", "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     yield f"postgres://postgres@127.0.0.1:{port}"
-    subprocess.run([*as_user, pg_ctl, "-D", data / "db", "-m", "immediate", "stop"],
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", data / "db", "-m", "immediate", "stop"], stdout=subprocess.DEVNULL
+    )
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -223,14 +243,19 @@ def bake(cookies, answers, **more):
     return cookies.bake(extra_context={**answers, **more}, template=str(TEMPLATE))
 
 
+def deploy(project, *more_steps, env=None):
+    """What a deploy runs before starting the server: migrate, collectstatic, and more."""
+    for args in (["migrate", "--noinput"], ["collectstatic", "--noinput"], *more_steps):
+        completed = project.manage(*args, env=env)
+        assert completed.returncode == 0, completed.stdout
+
+
 def prepared_project(cookies, answers, name):
     """A fresh bake, migrated and with static files collected (SQLite only)."""
     result = bake(cookies, answers, project_name=name)
     assert result.exit_code == 0, result.exception
     project = Project(Path(result.project_path), answers)
-    for args in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
-        completed = project.manage(*args)
-        assert completed.returncode == 0, completed.stdout
+    deploy(project)
     return project
 
 
@@ -321,10 +346,7 @@ def prepared(project):
         DJANGO_SUPERUSER_PASSWORD=ADMIN["password"],
         DJANGO_SUPERUSER_EMAIL="admin@example.com",
     )
-    for args in (["migrate", "--noinput"], ["collectstatic", "--noinput"],
-                 ["createsuperuser", "--noinput"]):
-        result = project.manage(*args, env=env)
-        assert result.returncode == 0, result.stdout
+    deploy(project, ["createsuperuser", "--noinput"], env=env)
     return project
 
 

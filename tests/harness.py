@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from websockets.sync.client import connect as ws_connect
+
 # The virtual environment running these tests has every package any combination needs.
 BIN = Path(sys.executable).parent
 PYTHON = BIN / "python"
@@ -24,7 +26,9 @@ def free_port():
     """A free port below the kernel's ephemeral range, so that no client socket can take it
     (or connect to itself on it) while a server is starting."""
     try:
-        lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        lowest_ephemeral = int(
+            Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        )
     except OSError:
         lowest_ephemeral = 32768
     for _ in range(100):
@@ -167,3 +171,20 @@ def request(port, method, path, headers=None, body=None, timeout=10, source="127
 def get_json(port, path, **kwargs):
     status, _, body = request(port, "GET", path, **kwargs)
     return status, json.loads(body)
+
+
+def websocket(server, path="/ws/rooms/lobby/", origin="same-site", headers=None):
+    """A WebSocket client of `server`, sending the Origin a page of the site would send."""
+    origin = f"http://127.0.0.1:{server.port}" if origin == "same-site" else origin
+    return ws_connect(
+        f"ws://127.0.0.1:{server.port}{path}",
+        origin=origin,
+        additional_headers=headers,
+        open_timeout=10,
+        close_timeout=3,
+        max_size=None,
+    )
+
+
+def receive_json(client):
+    return json.loads(client.recv(timeout=10))

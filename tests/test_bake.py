@@ -6,8 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from cookiecutter.config import get_user_config
 from conftest import ALL_COMBINATIONS, TEMPLATE, combination_id, makes_sense
+from cookiecutter.config import get_user_config
 from harness import BIN
 
 LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
@@ -81,8 +81,10 @@ def cookiecutter_cli(output, **answers):
     """Bake as a user does, from the command line, into an empty directory."""
     return subprocess.run(
         [BIN / "cookiecutter", "--no-input", "--output-dir", output, TEMPLATE]
-        + [f"{key}={'yes' if value is True else 'no' if value is False else value}"
-           for key, value in answers.items()],
+        + [
+            f"{key}={'yes' if value is True else 'no' if value is False else value}"
+            for key, value in answers.items()
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -139,13 +141,13 @@ def test_free_text_answers_are_data_not_code(tmp_path):
         project_name=' Tricky """ Name ',
         project_slug="tricky",
         description='A "quoted" \\d description',
-        author_name="O'Brien \"Bob\"",
+        author_name='O\'Brien "Bob"',
     )
     assert result.returncode == 0, result.stderr
     project = tmp_path / "tricky"
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["description"] == 'A "quoted" \\d description'
-    assert pyproject["project"]["authors"][0]["name"] == "O'Brien \"Bob\""
+    assert pyproject["project"]["authors"][0]["name"] == 'O\'Brien "Bob"'
     for path in project.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
 

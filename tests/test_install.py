@@ -39,8 +39,15 @@ def newer_python():
 
 
 @pytest.mark.parametrize("server", OPTIONS["server"])
-def test_a_fresh_install_from_pyproject_boots(server, cookies, newer_python, postgres, redis_server, tmp_path):
-    answers = {"server": server, "websockets": True, "channel_layer": "redis", "database": "postgresql"}
+def test_a_fresh_install_from_pyproject_boots(
+    server, cookies, newer_python, postgres, redis_server, tmp_path
+):
+    answers = {
+        "server": server,
+        "websockets": True,
+        "channel_layer": "redis",
+        "database": "postgresql",
+    }
     result = bake(cookies, answers, project_name="Fresh Install")
     assert result.exit_code == 0, result.exception
     with database(postgres) as database_url:
@@ -52,9 +59,25 @@ def test_a_fresh_install_from_pyproject_boots(server, cookies, newer_python, pos
         steps = [
             [BIN / "uv", "sync", "--python", newer_python],
             [BIN / "uv", "run", "python", "-c", "import django; print(django.get_version())"],
-            [BIN / "uv", "run", "python", "-W", "error::DeprecationWarning", "-c",
-             f"import {project.slug}.asgi"],
-            [BIN / "uv", "run", "python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            [
+                BIN / "uv",
+                "run",
+                "python",
+                "-W",
+                "error::DeprecationWarning",
+                "-c",
+                f"import {project.slug}.asgi",
+            ],
+            [
+                BIN / "uv",
+                "run",
+                "python",
+                "manage.py",
+                "check",
+                "--deploy",
+                "--fail-level",
+                "WARNING",
+            ],
             [BIN / "uv", "run", "python", "manage.py", "migrate", "--noinput"],
             [BIN / "uv", "run", "python", "manage.py", "collectstatic", "--noinput"],
             [BIN / "uv", "run", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -66,15 +89,21 @@ def test_a_fresh_install_from_pyproject_boots(server, cookies, newer_python, pos
                 assert completed.stdout.strip().startswith("6."), completed.stdout
 
         port = free_port()
-        running = Server(project.path, procfile_command(project.path), {**env, "PORT": str(port)},
-                         tmp_path / "server.log")
+        running = Server(
+            project.path,
+            procfile_command(project.path),
+            {**env, "PORT": str(port)},
+            tmp_path / "server.log",
+        )
         try:
             assert get_json(port, "/readyz") == (
-                200, {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+                200,
+                {"status": "ok", "checks": {"database": "ok", "redis": "ok"}},
             )
             origin = f"http://127.0.0.1:{port}"
-            with ws_connect(f"ws://127.0.0.1:{port}/ws/rooms/lobby/", origin=origin,
-                            open_timeout=10) as client:
+            with ws_connect(
+                f"ws://127.0.0.1:{port}/ws/rooms/lobby/", origin=origin, open_timeout=10
+            ) as client:
                 client.send(json.dumps({"message": "fresh"}))
                 assert json.loads(client.recv(timeout=10)) == {"message": "fresh", "user": None}
         finally:

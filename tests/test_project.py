@@ -34,8 +34,15 @@ def test_the_projects_own_tests_pass(project):
 def test_no_deprecation_warnings_on_start(project):
     result = run(
         project.path,
-        [PYTHON, "-W", "error::DeprecationWarning", "-W", "error::PendingDeprecationWarning",
-         "-c", f"import {project.slug}.asgi"],
+        [
+            PYTHON,
+            "-W",
+            "error::DeprecationWarning",
+            "-W",
+            "error::PendingDeprecationWarning",
+            "-c",
+            f"import {project.slug}.asgi",
+        ],
         project.production_env(),
     )
     assert result.returncode == 0, result.stdout

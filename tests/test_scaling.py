@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 import websockets
 from conftest import OPTIONS, only_when, prepared_project
-from harness import Server, free_port, get_json, procfile_command, request
-from test_serving import receive_json, websocket
+from harness import (
+    Server,
+    free_port,
+    get_json,
+    procfile_command,
+    receive_json,
+    request,
+    websocket,
+)
 
 REDIS_ANSWERS = [
     {"server": server, "websockets": True, "channel_layer": "redis", "database": "sqlite"}

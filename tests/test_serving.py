@@ -15,28 +15,19 @@ import time
 import pytest
 import websockets
 from conftest import ADMIN, only_when
-from harness import Server, free_port, get_json, procfile_command, request
-from websockets.sync.client import connect as ws_connect
+from harness import (
+    Server,
+    free_port,
+    get_json,
+    procfile_command,
+    receive_json,
+    request,
+    websocket,
+)
 
 # What the TLS-terminating proxy in front adds; the tests connect from 127.0.0.1, which the
 # production command trusts by default (FORWARDED_ALLOW_IPS).
 HTTPS = {"X-Forwarded-Proto": "https"}
-
-
-def websocket(server, path="/ws/rooms/lobby/", origin="same-site", headers=None):
-    origin = f"http://127.0.0.1:{server.port}" if origin == "same-site" else origin
-    return ws_connect(
-        f"ws://127.0.0.1:{server.port}{path}",
-        origin=origin,
-        additional_headers=headers,
-        open_timeout=10,
-        close_timeout=3,
-        max_size=None,
-    )
-
-
-def receive_json(client):
-    return json.loads(client.recv(timeout=10))
 
 
 def refused_status(server, path, **kwargs):
@@ -133,7 +124,7 @@ def test_the_admin_stylesheet_is_served_compressed(server, prepared):
     manifest = json.loads((prepared.path / "staticfiles" / "staticfiles.json").read_text())
     url = "/static/" + manifest["paths"]["admin/css/base.css"]
 
-    status, headers, body = request(
+    status, headers, _ = request(
         server.port, "GET", url, headers={**HTTPS, "Accept-Encoding": "gzip"}
     )
 
@@ -236,7 +227,11 @@ def test_an_oversized_message_is_refused_and_the_server_stays_up(server, project
 @with_websockets
 def test_clients_that_vanish_without_a_close_frame_leave_their_room(server, project):
     room = "/ws/rooms/vanish/"
-    with websocket(server, room) as alive, websocket(server, room) as b, websocket(server, room) as c:
+    with (
+        websocket(server, room) as alive,
+        websocket(server, room) as b,
+        websocket(server, room) as c,
+    ):
         assert get_json(server.port, "/probe/groups")[1].get("room.vanish") == 3
         for client in (b, c):
             # Gone without a close frame, as when a laptop lid shuts or a tab is killed.
@@ -302,8 +297,9 @@ def test_the_development_command_boots_and_reloads(project, tmp_path):
     env = project.development_env(PORT=free_port())
     urls = project.path / project.slug / "urls.py"
     original = urls.read_text()
-    dev = Server(project.path, procfile_command(project.path, "Procfile.dev"), env,
-                 tmp_path / "dev.log")
+    dev = Server(
+        project.path, procfile_command(project.path, "Procfile.dev"), env, tmp_path / "dev.log"
+    )
     try:
         if project.answers["websockets"]:
             with websocket(dev) as alice:
