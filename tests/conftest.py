@@ -250,13 +250,22 @@ def deploy(project, *more_steps, env=None):
         assert completed.returncode == 0, completed.stdout
 
 
-def prepared_project(cookies, answers, name):
-    """A fresh bake, migrated and with static files collected (SQLite only)."""
-    result = bake(cookies, answers, project_name=name)
-    assert result.exit_code == 0, result.exception
-    project = Project(Path(result.project_path), answers)
-    deploy(project)
-    return project
+@pytest.fixture(scope="session")
+def prepared_projects(cookies_session):
+    """Baked, migrated, static files collected (SQLite), once per set of answers per run:
+    the scaling and browser tests share them."""
+    baked = {}
+
+    def prepared(answers):
+        key = combination_id(answers)
+        if key not in baked:
+            result = bake(cookies_session, answers, project_name="Chat Demo")
+            assert result.exit_code == 0, result.exception
+            baked[key] = Project(Path(result.project_path), answers)
+            deploy(baked[key])
+        return baked[key]
+
+    return prepared
 
 
 @pytest.fixture(scope="session", params=COMBINATIONS, ids=combination_id)

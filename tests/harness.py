@@ -18,8 +18,20 @@ from websockets.sync.client import connect as ws_connect
 BIN = Path(sys.executable).parent
 PYTHON = BIN / "python"
 
+# What the TLS-terminating proxy in front of production adds. The tests connect from
+# 127.0.0.1, which the production commands trust by default (FORWARDED_ALLOW_IPS).
+HTTPS = {"X-Forwarded-Proto": "https"}
+
 # What a clean server log never contains, from start to stop.
 LOG_PROBLEMS = re.compile(r"traceback|warning|error|exception|critical", re.IGNORECASE)
+
+
+def wait_for(condition, seconds, what, interval=0.1):
+    """Poll `condition` until it holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(interval)
 
 
 def free_port():

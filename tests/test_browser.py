@@ -9,12 +9,9 @@ import contextlib
 import shutil
 
 import pytest
-from conftest import OPTIONS, prepared_project, unavailable
-from harness import Server, free_port, procfile_command
+from conftest import OPTIONS, unavailable
+from harness import HTTPS, Server, free_port, procfile_command
 from playwright.sync_api import expect, sync_playwright
-
-# As the TLS-terminating proxy in front would add (production redirects plain HTTP).
-HTTPS = {"X-Forwarded-Proto": "https"}
 
 # Headless as root, and quiet on a closed network.
 CHROMIUM_FLAGS = [
@@ -39,14 +36,13 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(
-    scope="module",
     params=[(server, layer) for server in OPTIONS["server"] for layer in OPTIONS["channel_layer"]],
     ids=lambda param: "-".join(param),
 )
-def chat_project(request, cookies_session):
+def chat_project(request, prepared_projects):
     server, layer = request.param
     answers = {"server": server, "websockets": True, "channel_layer": layer, "database": "sqlite"}
-    return prepared_project(cookies_session, answers, "Browser Chat")
+    return prepared_projects(answers)
 
 
 def join(page, url):

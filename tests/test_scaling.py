@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import websockets
-from conftest import OPTIONS, only_when, prepared_project
+from conftest import OPTIONS, only_when
 from harness import (
     Server,
     free_port,
@@ -18,6 +18,7 @@ from harness import (
     procfile_command,
     receive_json,
     request,
+    wait_for,
     websocket,
 )
 
@@ -27,9 +28,9 @@ REDIS_ANSWERS = [
 ]
 
 
-@pytest.fixture(scope="module", params=REDIS_ANSWERS, ids=lambda answers: answers["server"])
-def redis_project(request, cookies_session):
-    return prepared_project(cookies_session, request.param, "Scaled Out")
+@pytest.fixture(params=REDIS_ANSWERS, ids=lambda answers: answers["server"])
+def redis_project(request, prepared_projects):
+    return prepared_projects(request.param)
 
 
 def start(project, redis, log, **variables):
@@ -89,13 +90,6 @@ def test_workers_of_one_server_share_rooms(redis_project, own_redis, tmp_path):
         chat(clients[0], *clients[1:], text="to every worker")
         chat(clients[-1], *clients[:-1], text="and back")
     assert server.log_problems() == []
-
-
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.2)
 
 
 def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, own_redis, tmp_path):

@@ -16,18 +16,16 @@ import pytest
 import websockets
 from conftest import ADMIN, only_when
 from harness import (
+    HTTPS,
     Server,
     free_port,
     get_json,
     procfile_command,
     receive_json,
     request,
+    wait_for,
     websocket,
 )
-
-# What the TLS-terminating proxy in front adds; the tests connect from 127.0.0.1, which the
-# production command trusts by default (FORWARDED_ALLOW_IPS).
-HTTPS = {"X-Forwarded-Proto": "https"}
 
 
 def refused_status(server, path, **kwargs):
@@ -237,10 +235,11 @@ def test_clients_that_vanish_without_a_close_frame_leave_their_room(server, proj
             # Gone without a close frame, as when a laptop lid shuts or a tab is killed.
             client.socket.shutdown(socket.SHUT_RDWR)
             client.socket.close()
-        deadline = time.monotonic() + 10
-        while get_json(server.port, "/probe/groups")[1].get("room.vanish") != 1:
-            assert time.monotonic() < deadline, "dead clients still in the room after 10 s"
-            time.sleep(0.1)
+        wait_for(
+            lambda: get_json(server.port, "/probe/groups")[1].get("room.vanish") == 1,
+            10,
+            "dead clients leaving the room",
+        )
 
         alive.send(json.dumps({"message": "anyone?"}))
         assert receive_json(alive) == {"message": "anyone?", "user": None}
@@ -278,10 +277,7 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(
 
     in_flight = threading.Thread(target=slow_request)
     in_flight.start()
-    deadline = time.monotonic() + 10
-    while not slow_request_started.exists():
-        assert time.monotonic() < deadline, "the slow request never reached the view"
-        time.sleep(0.05)
+    wait_for(slow_request_started.exists, 10, "the slow request reaching the view")
     stopped = server.stop(timeout=10)
     in_flight.join(15)
 
