@@ -198,5 +198,5 @@ def websocket(server, path="/ws/rooms/lobby/", origin="same-site", headers=None)
     )
 
 
-def receive_json(client):
-    return json.loads(client.recv(timeout=10))
+def receive_json(client, timeout=10):
+    return json.loads(client.recv(timeout=timeout))

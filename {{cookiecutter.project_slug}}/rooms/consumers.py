@@ -28,6 +28,19 @@ LAYER_DOWN = ()
 
 
 class RoomConsumer(AsyncJsonWebsocketConsumer):
+{%- if cookiecutter.channel_layer == "redis" %}
+    async def __call__(self, scope, receive, send):
+        try:
+            # Channels asks the layer for this connection's channel before the handshake.
+            await super().__call__(scope, receive, send)
+        except LAYER_DOWN:
+            if hasattr(self, "channel_name"):
+                raise
+            # Refuse the handshake (HTTP 403) rather than fail it with a 500.
+            logger.warning("channel layer unavailable, refusing a connection")
+            await receive()
+            await send({"type": "websocket.close"})
+{% endif %}
     async def connect(self):
         self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
         try:
@@ -69,10 +82,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "user": user.get_username() if user.is_authenticated else None,
         }
         try:
-            await self.channel_layer.group_send(self.group, event)
+            await self.send_to_room(event)
         except LAYER_DOWN:
             logger.warning("channel layer unavailable, message to %s not sent", self.group)
             await self.send_json({"error": "The message could not be delivered; try again."})
+
+    async def send_to_room(self, event):
+{%- if cookiecutter.channel_layer == "redis" %}
+        try:
+            await self.channel_layer.group_send(self.group, event)
+        except LAYER_DOWN:
+            # A pooled connection that Redis closed (a restart) fails the first time it is
+            # used, and the pool replaces it: try once more before telling the sender.
+            await self.channel_layer.group_send(self.group, event)
+{%- else %}
+        await self.channel_layer.group_send(self.group, event)
+{%- endif %}
 
     async def room_message(self, event):
         """Handle "room.message" events from the group: pass them to this client."""

@@ -1,4 +1,7 @@
 import pytest
+{%- if cookiecutter.channel_layer == "redis" %}
+from channels.layers import InMemoryChannelLayer
+{%- endif %}
 
 from {{ cookiecutter.project_slug }} import health
 
@@ -35,12 +38,44 @@ def test_readyz_names_what_is_down(client, monkeypatch):
         "status": "unavailable",
         "checks": {"database": "ok", "cache": "down"},
     }
-{%- if cookiecutter.websockets and cookiecutter.channel_layer == "redis" %}
+{%- if cookiecutter.channel_layer == "redis" %}
 
 
-async def test_redis_is_reported_down_when_unreachable(settings):
+class LayerThatLosesMessages(InMemoryChannelLayer):
+    """What a channel layer whose receive loop died looks like: sends succeed, nothing arrives."""
+
+    async def send(self, channel, message):
+        pass
+
+
+@pytest.fixture
+def redis_settings(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return settings
+
+
+async def test_redis_is_ok_when_a_message_makes_the_round_trip(redis_settings):
+    assert await health._status(health.check_redis) == "ok"
+
+
+async def test_redis_is_down_when_messages_do_not_come_back(redis_settings, monkeypatch):
+    monkeypatch.setattr(health, "CHECK_TIMEOUT", 0.5)
+    redis_settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": f"{__name__}.{LayerThatLosesMessages.__name__}"}
+    }
+
+    assert await health._status(health.check_redis) == "down"
+
+
+async def test_redis_is_reported_down_when_unreachable(redis_settings):
     # Nothing listens on port 1: the check fails fast instead of hanging.
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
 
     assert await health._status(health.check_redis) == "down"
 {%- endif %}

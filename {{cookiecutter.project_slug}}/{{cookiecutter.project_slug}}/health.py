@@ -8,16 +8,17 @@ naming each one that is down, so that traffic goes elsewhere until they are back
 """
 
 import asyncio
+{%- if cookiecutter.channel_layer == "redis" %}
+import contextlib
+{%- endif %}
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
-{%- if cookiecutter.channel_layer == "redis" and cookiecutter.websockets %}
-from django.conf import settings
+{%- if cookiecutter.channel_layer == "redis" %}
+from channels.layers import get_channel_layer
+from django.core.cache import cache
 {%- endif %}
 from django.db import connection
 from django.http import JsonResponse
-{%- if cookiecutter.channel_layer == "redis" and cookiecutter.websockets %}
-from redis.asyncio import Redis
-{%- endif %}
 
 # A probe that hangs is as bad as one that fails: give up after this many seconds.
 CHECK_TIMEOUT = 3
@@ -35,21 +36,32 @@ def _query_database():
 async def check_database():
     # thread_sensitive=False: a hung database must not block the request's own thread.
     await sync_to_async(_query_database, thread_sensitive=False)()
-{%- if cookiecutter.channel_layer == "redis" and cookiecutter.websockets %}
+{%- if cookiecutter.channel_layer == "redis" %}
 
 
 async def check_redis():
-    client = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
+    # The cache: on the same Redis, through connections of its own.
+    await sync_to_async(cache.get, thread_sensitive=False)("readyz")
+    # The channel layer: a message must make the round trip that room messages make, published
+    # to Redis and back through this process's subscription. A fresh connection's PING would
+    # say "ok" even while the layer's receive loop is dead.
+    layer = get_channel_layer()
+    channel = await layer.new_channel("readyz.")
+    await layer.send(channel, {"type": "readyz.ping"})
+    await layer.receive(channel)
+    # Channel layers have no call to drop a channel: a receive cancelled while it waits does
+    # it, as when a consumer closes. (On a timeout above, the cancelled receive did it.)
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
 {%- endif %}
 
 
 CHECKS = {
     "database": check_database,
-{%- if cookiecutter.channel_layer == "redis" and cookiecutter.websockets %}
+{%- if cookiecutter.channel_layer == "redis" %}
     "redis": check_redis,
 {%- endif %}
 }
