@@ -1,25 +1,32 @@
 """Trim the baked project to the answers given, write a local .env, print the next steps.
 
-Runs with the generated project as the working directory. Needs no network.
+Runs with the generated project as the working directory. Needs no network. Safe to run
+again on an existing project (template updates re-run it): it only removes what the answers
+exclude and never overwrites an existing .env.
 """
 
+import json
 import secrets
 import shutil
 from pathlib import Path
 
-SLUG = {{ cookiecutter.project_slug | tojson }}
-SERVER = {{ cookiecutter.server | tojson }}
-WEBSOCKETS = {{ cookiecutter.websockets }}  # a boolean: renders as True or False
-CHANNEL_LAYER = {{ cookiecutter.channel_layer | tojson }}
-DATABASE = {{ cookiecutter.database | tojson }}
+# Cookiecutter renders this file before running it: the answers arrive as JSON data, never
+# pasted into code.
+ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
+SLUG = ANSWERS["project_slug"]
+SERVER = ANSWERS["server"]
+WEBSOCKETS = ANSWERS["websockets"]
+CHANNEL_LAYER = ANSWERS["channel_layer"]
+DATABASE = ANSWERS["database"]
 
-# Every file that only some answers need: path -> whether this bake keeps it.
+# Every path that only some answers need: path -> whether this bake keeps it.
 KEEP = {
     "hypercorn.toml": SERVER == "hypercorn",
     "rooms": WEBSOCKETS,
-    "tests/test_rooms.py": WEBSOCKETS,
-    # daphne's own runserver is an ASGI server; the others need the warning override.
-    "rooms/management": WEBSOCKETS and SERVER != "daphne",
+    f"{SLUG}/routing.py": WEBSOCKETS,
+    f"{SLUG}/consumers.py": WEBSOCKETS,
+    # daphne's own runserver is an ASGI server; the others get one that says they are not.
+    f"{SLUG}/management": SERVER != "daphne",
 }
 
 
@@ -36,11 +43,12 @@ def remove_unused():
 
 def write_dot_env():
     """A development .env with a fresh secret: never a cookiecutter variable (replay files)."""
+    dot_env = Path(".env")
+    if dot_env.exists():
+        return
     example = Path(".env.example").read_text()
     secret = secrets.token_urlsafe(50)
-    Path(".env").write_text(
-        example.replace("DJANGO_SECRET_KEY=", f"DJANGO_SECRET_KEY={secret}", 1)
-    )
+    dot_env.write_text(example.replace("DJANGO_SECRET_KEY=", f"DJANGO_SECRET_KEY={secret}", 1))
 
 
 def dev_command():
@@ -50,13 +58,24 @@ def dev_command():
             return line.removeprefix("web:").strip()
 
 
+def next_steps():
+    steps = [f"cd {SLUG}"]
+    if DATABASE == "postgresql":
+        steps.append(f"createdb {SLUG}  # on your PostgreSQL, or set DATABASE_URL in .env")
+    if CHANNEL_LAYER == "redis":
+        steps.append("redis-server --daemonize yes  # Redis must be running (or set REDIS_URL)")
+    steps.append("uv run python manage.py migrate")
+    steps.append(f"uv run {dev_command()}")
+    return steps
+
+
 def main():
     remove_unused()
     write_dot_env()
     print(f"\nCreated {SLUG}/, served by {SERVER}. Next steps (README.md says more):\n")
-    print(f"    cd {SLUG}")
-    print("    uv run python manage.py migrate")
-    print(f"    uv run {dev_command()}\n")
+    for step in next_steps():
+        print(f"    {step}")
+    print()
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ Cookiecutter runs this before rendering; exiting non-zero aborts the bake and re
 output directory it created. Each problem is reported on one line.
 """
 
+import json
 import keyword
 import sys
 
-# User answers arrive as JSON data, never pasted into code.
-SLUG = {{ cookiecutter.project_slug | tojson }}
-WEBSOCKETS = {{ cookiecutter.websockets }}  # a boolean: renders as True or False
-CHANNEL_LAYER = {{ cookiecutter.channel_layer | tojson }}
+# Cookiecutter renders this file before running it: the answers arrive as JSON data, never
+# pasted into code.
+ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
+SLUG = ANSWERS["project_slug"]
+WEBSOCKETS = ANSWERS["websockets"]
+CHANNEL_LAYER = ANSWERS["channel_layer"]
 
 # Long enough for any sensible package name, short enough that every rendered line fits.
 MAX_SLUG_LENGTH = 32
@@ -20,18 +23,20 @@ MAX_SLUG_LENGTH = 32
 # project named like a dependency, and Python would import the project instead of it.
 TAKEN_NAMES = {
     # created beside the project's own package
-    "conftest", "manage", "rooms", "staticfiles", "test", "tests",
+    *"""
+    conftest manage rooms staticfiles test tests users
+    """.split(),
     # distribution and import names of every dependency, for any combination of options
-    "anyio", "asgiref", "async_timeout", "attr", "attrs", "autobahn", "automat", "cbor2",
-    "cffi", "channels", "channels_redis", "click", "colorama", "constantly", "cryptography",
-    "daphne", "django", "django_environ", "dotenv", "environ", "h11", "h2", "hpack",
-    "httptools", "hypercorn", "hyperframe", "hyperlink", "idna", "incremental", "iniconfig",
-    "msgpack", "openssl", "packaging", "pluggy", "priority", "psycopg", "psycopg_binary",
-    "psycopg_pool", "py", "pycparser", "pygments", "pyopenssl", "pytest", "pytest_asyncio",
-    "pytest_django", "python_dotenv", "python_json_logger", "pythonjsonlogger", "pyyaml",
-    "redis", "ruff", "servestatic", "service_identity", "sqlparse", "twisted", "txaio",
-    "typing_extensions", "tzdata", "u_msgpack_python", "ujson", "umsgpack", "uvicorn", "uvloop",
-    "watchfiles", "websockets", "wsproto", "yaml", "zope", "zope_interface",
+    *"""
+    anyio asgiref async_timeout attr attrs autobahn automat cbor2 cffi channels
+    channels_redis click colorama constantly cryptography daphne django django_environ
+    dotenv environ h11 h2 hpack httptools hypercorn hyperframe hyperlink idna incremental
+    iniconfig msgpack openssl packaging pluggy priority psycopg psycopg_binary psycopg_pool
+    py pycparser pygments pyopenssl pytest pytest_asyncio pytest_django python_dotenv
+    python_json_logger pythonjsonlogger pyyaml redis ruff servestatic service_identity
+    setuptools sqlparse twisted txaio typing_extensions tzdata u_msgpack_python ujson
+    umsgpack uvicorn uvloop watchfiles websockets wsproto yaml zope zope_interface
+    """.split(),
 }
 
 
@@ -40,6 +45,11 @@ def slug_problem(slug):
         return (
             f"project_slug {slug!r} is not a valid Python identifier: use lowercase letters, "
             "digits and underscores, not starting with a digit."
+        )
+    if slug != slug.lower():
+        return (
+            f"project_slug {slug!r} has upper-case letters: Python package names are lower "
+            f"case, use {slug.lower()!r}."
         )
     if len(slug) > MAX_SLUG_LENGTH:
         return (

@@ -119,7 +119,7 @@ class Server:
                 self.kill()  # whatever it left in its session
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log}")
             try:
-                if request(self.port, "GET", path, timeout=2)[0] == 200:
+                if fetch(self.port, "GET", path, timeout=2)[0] == 200:
                     return
             # Nothing listening yet; or, rarely, the client's ephemeral port is the server's
             # and the socket connects to itself, reading back its own request.
@@ -167,7 +167,7 @@ class Server:
             pass
 
 
-def request(port, method, path, headers=None, body=None, timeout=10, source="127.0.0.1"):
+def fetch(port, method, path, headers=None, body=None, timeout=10, source="127.0.0.1"):
     """One HTTP request to 127.0.0.1:port from `source`: (status, headers, body bytes)."""
     connection = http.client.HTTPConnection(
         "127.0.0.1", port, timeout=timeout, source_address=(source, 0)
@@ -181,7 +181,7 @@ def request(port, method, path, headers=None, body=None, timeout=10, source="127
 
 
 def get_json(port, path, **kwargs):
-    status, _, body = request(port, "GET", path, **kwargs)
+    status, _, body = fetch(port, "GET", path, **kwargs)
     return status, json.loads(body)
 
 
@@ -200,3 +200,11 @@ def websocket(server, path="/ws/rooms/lobby/", origin="same-site", headers=None)
 
 def receive_json(client, timeout=10):
     return json.loads(client.recv(timeout=timeout))
+
+
+def status_or_none(port, path):
+    """The status of GET path, or None while nothing listens (a server restarting)."""
+    try:
+        return fetch(port, "GET", path)[0]
+    except (OSError, http.client.HTTPException):
+        return None

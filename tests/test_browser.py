@@ -1,17 +1,21 @@
 """
-The demo page at / in a real browser (Debian's headless Chromium, driven by Playwright):
-two pages join one room, a message typed in one appears in the other. Once on one process
-with the in-memory layer, once across two processes sharing Redis. Screenshots are kept in
-each test's temporary directory.
+The site in a real browser (Debian's headless Chromium, driven by Playwright), in production
+mode: two people sign up, log in and chat from two pages of the demo room, and each page shows
+the other's name. Once on one process with the in-memory layer, once across two processes
+sharing Redis. Screenshots are kept in each test's temporary directory.
 """
 
 import contextlib
+import secrets
 import shutil
 
 import pytest
-from conftest import OPTIONS, unavailable
-from harness import HTTPS, Server, free_port, procfile_command
 from playwright.sync_api import expect, sync_playwright
+
+from harness import HTTPS, free_port
+from matrix import OPTIONS
+from projects import start_production_server
+from services import unavailable
 
 # Headless as root, and quiet on a closed network.
 CHROMIUM_FLAGS = [
@@ -22,10 +26,11 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+PASSWORD = secrets.token_urlsafe(12)
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser():
     chromium = shutil.which("chromium")
     if not chromium:
         unavailable("chromium not found: install Debian's chromium (apt-get install chromium)")
@@ -39,47 +44,79 @@ def browser(tmp_path_factory):
     params=[(server, layer) for server in OPTIONS["server"] for layer in OPTIONS["channel_layer"]],
     ids=lambda param: "-".join(param),
 )
-def chat_project(request, prepared_projects):
+def chat_project(request, deployed_chat_project):
     server, layer = request.param
     answers = {"server": server, "websockets": True, "channel_layer": layer, "database": "sqlite"}
-    return prepared_projects(answers)
+    return deployed_chat_project(answers)
 
 
-def join(page, url):
-    page.goto(url)
+def sign_up(page, site, username):
+    page.goto(f"{site}/accounts/signup/")
+    page.fill("#id_username", username)
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("main button[type=submit]")
+    expect(page.locator("#username")).to_have_text(username)
+
+
+def log_out_and_in(page, site, username):
+    page.click("nav button[type=submit]")
+    expect(page.locator("nav")).to_contain_text("Log in")
+    page.goto(f"{site}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("main button[type=submit]")
+    expect(page.locator("#username")).to_have_text(username)
+
+
+def join(page, site):
+    page.goto(f"{site}/rooms/")
     page.fill("#room", "browsers")
     page.click("#join button")
-    expect(page.locator("#log")).to_contain_text('Joined room "browsers".')
+    expect(page.locator("#state")).to_contain_text('Connected to room "browsers".')
 
 
-def test_two_pages_chat_in_one_room(browser, chat_project, request, tmp_path):
+def say(page, text):
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def test_two_people_sign_up_log_in_and_chat(browser, chat_project, request, tmp_path):
     redis = chat_project.answers["channel_layer"] == "redis"
-    variables = {"REDIS_URL": request.getfixturevalue("own_redis").url} if redis else {}
+    # With Redis, each person's page talks to a server process of its own.
+    ports = [free_port() for _ in range(2 if redis else 1)]
+    sites = [f"http://127.0.0.1:{port}" for port in ports]
+    # The pages are plain HTTP here, the proxy headers say HTTPS: forms post from http://.
+    variables = {"DJANGO_CSRF_TRUSTED_ORIGINS": ",".join(sites)}
+    if redis:
+        variables["REDIS_URL"] = request.getfixturevalue("own_redis").url
     with contextlib.ExitStack() as running:
-        # With Redis, each page talks to a server process of its own.
         servers = [
             running.enter_context(
-                Server(
-                    chat_project.path,
-                    procfile_command(chat_project.path),
-                    chat_project.production_env(PORT=free_port(), **variables),
-                    tmp_path / f"server-{number}.log",
+                start_production_server(
+                    chat_project, tmp_path / f"server-{port}.log", port, **variables
                 )
             )
-            for number in range(2 if redis else 1)
+            for port in ports
         ]
-        context = browser.new_context(extra_http_headers=HTTPS)
-        running.callback(context.close)
-        first, second = context.new_page(), context.new_page()
-        join(first, f"http://127.0.0.1:{servers[0].port}/")
-        join(second, f"http://127.0.0.1:{servers[-1].port}/")
+        pages = []
+        for number, username in enumerate(["alice", "bob"]):
+            # A browser of its own per person (no shared cookies), behind a TLS proxy.
+            context = browser.new_context(extra_http_headers=HTTPS)
+            running.callback(context.close)
+            page = context.new_page()
+            site = sites[number % len(sites)]
+            sign_up(page, site, username)
+            log_out_and_in(page, site, username)
+            join(page, site)
+            pages.append(page)
+        alice, bob = pages
 
-        first.fill("#message", "hello from the first page")
-        first.press("#message", "Enter")
-
-        expect(second.locator("#log")).to_contain_text("anonymous: hello from the first page")
-        expect(first.locator("#log")).to_contain_text("anonymous: hello from the first page")
-        second.screenshot(path=tmp_path / "second-page.png")
-    assert (tmp_path / "second-page.png").stat().st_size > 0
+        say(alice, "hello from alice")
+        expect(bob.locator("#log")).to_contain_text("alice: hello from alice")
+        say(bob, "hello from bob")
+        expect(alice.locator("#log")).to_contain_text("bob: hello from bob")
+        bob.screenshot(path=tmp_path / "bob.png")
+    assert (tmp_path / "bob.png").stat().st_size > 0
     for server in servers:
         assert server.log_problems() == []

@@ -1,20 +1,26 @@
 """
 Per server, a project installed from its own pyproject.toml alone, into a fresh environment,
-from the package registry, on Python 3.13 (Django 6), as its README says: `uv run`.
-This proves the dependency list is complete; the matrix runs on the tests' Python.
+from the package registry, the two ways its README gives: with uv on Python 3.13 (Django 6),
+and with pip on this Python (Django 5.2 on 3.11). This proves the dependency list is complete
+and both Django versions work; the matrix runs on the tests' own environment.
 """
 
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import OPTIONS, Project, bake, database, unavailable
-from harness import BIN, Server, free_port, get_json, procfile_command, run
 from websockets.sync.client import connect as ws_connect
 
+from harness import BIN, Server, free_port, get_json, procfile_command, run
+from matrix import OPTIONS
+from projects import bake
+from services import database, unavailable
+
 NEWER_PYTHON = "3.13"
+EVERYTHING = {"websockets": True, "channel_layer": "redis", "database": "postgresql"}
 
 
 def runs(python):
@@ -38,74 +44,86 @@ def newer_python():
     unavailable(f"Python {NEWER_PYTHON} not found: install it (pyenv install {NEWER_PYTHON})")
 
 
-@pytest.mark.parametrize("server", OPTIONS["server"])
-def test_a_fresh_install_from_pyproject_boots(
-    server, cookies, newer_python, postgres, redis_server, tmp_path
-):
-    answers = {
-        "server": server,
-        "websockets": True,
-        "channel_layer": "redis",
-        "database": "postgresql",
-    }
-    result = bake(cookies, answers, project_name="Fresh Install")
-    assert result.exit_code == 0, result.exception
+@pytest.fixture(params=OPTIONS["server"])
+def fresh_project(request, cookies, postgres, redis_server):
+    """A project of every option but the server's, with a database of its own."""
+    project = bake(cookies, {"server": request.param, **EVERYTHING}, project_name="Fresh Install")
+    project.redis_url = redis_server.url
     with database(postgres) as database_url:
-        project = Project(Path(result.project_path), answers, database_url, redis_server.url)
-        venv = project.path / ".venv" / "bin"
-        env = project.production_env(bin_dir=venv, UV_PYTHON_DOWNLOADS="never")
+        project.database_url = database_url
+        yield project
 
-        # What the project's README says: `uv run` creates .venv from pyproject.toml.
-        steps = [
-            [BIN / "uv", "sync", "--python", newer_python],
-            [BIN / "uv", "run", "python", "-c", "import django; print(django.get_version())"],
+
+def run_steps(project, env, steps):
+    outputs = []
+    for step in steps:
+        completed = run(project.path, step, env, timeout=600)
+        assert completed.returncode == 0, f"{step}:\n{completed.stdout}"
+        outputs.append(completed.stdout)
+    return outputs
+
+
+def serves_rooms(project, env, log):
+    port = free_port()
+    with Server(project.path, procfile_command(project.path), {**env, "PORT": str(port)}, log):
+        assert get_json(port, "/readyz") == (
+            200,
+            {"status": "ok", "checks": {"database": "ok", "redis": "ok"}},
+        )
+        origin = f"http://127.0.0.1:{port}"
+        with ws_connect(
+            f"ws://127.0.0.1:{port}/ws/rooms/lobby/", origin=origin, open_timeout=10
+        ) as client:
+            client.send(json.dumps({"message": "fresh"}))
+            assert json.loads(client.recv(timeout=10)) == {"message": "fresh", "user": None}
+
+
+def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_path):
+    project = fresh_project
+    venv = project.path / ".venv" / "bin"
+    env = project.production_env(bin_dir=venv, UV_PYTHON_DOWNLOADS="never")
+    uv_run = [BIN / "uv", "run", "--python", newer_python]
+    version, *_ = run_steps(
+        project,
+        env,
+        [
+            [*uv_run, "python", "-c", "import django; print(django.get_version())"],
             [
-                BIN / "uv",
-                "run",
+                *uv_run,
                 "python",
                 "-W",
                 "error::DeprecationWarning",
                 "-c",
                 f"import {project.slug}.asgi",
             ],
-            [
-                BIN / "uv",
-                "run",
-                "python",
-                "manage.py",
-                "check",
-                "--deploy",
-                "--fail-level",
-                "WARNING",
-            ],
-            [BIN / "uv", "run", "python", "manage.py", "migrate", "--noinput"],
-            [BIN / "uv", "run", "python", "manage.py", "collectstatic", "--noinput"],
-            [BIN / "uv", "run", "pytest", "-q", "-p", "no:cacheprovider"],
-        ]
-        for step in steps:
-            completed = run(project.path, step, env, timeout=600)
-            assert completed.returncode == 0, f"{step}:\n{completed.stdout}"
-            if "get_version()" in step[-1]:
-                assert completed.stdout.strip().startswith("6."), completed.stdout
+            [*uv_run, "python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            [*uv_run, "python", "manage.py", "makemigrations", "--check", "--dry-run"],
+            [*uv_run, "python", "manage.py", "migrate", "--noinput"],
+            [*uv_run, "python", "manage.py", "collectstatic", "--noinput"],
+            [*uv_run, "pytest", "-q", "-p", "no:cacheprovider"],
+        ],
+    )
+    assert version.strip().splitlines()[-1].startswith("6."), version
+    assert (project.path / "uv.lock").is_file()
+    serves_rooms(project, env, tmp_path / "server.log")
 
-        port = free_port()
-        running = Server(
-            project.path,
-            procfile_command(project.path),
-            {**env, "PORT": str(port)},
-            tmp_path / "server.log",
-        )
-        try:
-            assert get_json(port, "/readyz") == (
-                200,
-                {"status": "ok", "checks": {"database": "ok", "redis": "ok"}},
-            )
-            origin = f"http://127.0.0.1:{port}"
-            with ws_connect(
-                f"ws://127.0.0.1:{port}/ws/rooms/lobby/", origin=origin, open_timeout=10
-            ) as client:
-                client.send(json.dumps({"message": "fresh"}))
-                assert json.loads(client.recv(timeout=10)) == {"message": "fresh", "user": None}
-        finally:
-            running.stop()
-        assert running.log_problems() == []
+
+def test_pip_installs_the_project_and_it_serves(fresh_project, tmp_path):
+    project = fresh_project
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    env = project.production_env(bin_dir=venv / "bin")
+    python = venv / "bin" / "python"
+    _, version, *_ = run_steps(
+        project,
+        env,
+        [
+            [python, "-m", "pip", "install", "--quiet", "."],
+            [python, "-c", "import django; print(django.get_version())"],
+            [python, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            [python, "manage.py", "migrate", "--noinput"],
+            [python, "manage.py", "collectstatic", "--noinput"],
+        ],
+    )
+    assert version.strip().splitlines()[-1].startswith("5.2"), version
+    serves_rooms(project, env, tmp_path / "server.log")

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 import websockets
-from conftest import OPTIONS, only_when
-from harness import (
-    Server,
-    free_port,
-    get_json,
-    procfile_command,
-    receive_json,
-    request,
-    wait_for,
-    websocket,
-)
+
+from harness import get_json, receive_json, wait_for, websocket
+from matrix import OPTIONS, only_when
+from projects import start_production_server
 
 REDIS_ANSWERS = [
     {"server": server, "websockets": True, "channel_layer": "redis", "database": "sqlite"}
@@ -29,13 +22,12 @@ REDIS_ANSWERS = [
 
 
 @pytest.fixture(params=REDIS_ANSWERS, ids=lambda answers: answers["server"])
-def redis_project(request, prepared_projects):
-    return prepared_projects(request.param)
+def redis_project(request, deployed_chat_project):
+    return deployed_chat_project(request.param)
 
 
 def start(project, redis, log, **variables):
-    env = project.production_env(REDIS_URL=redis.url, PORT=free_port(), **variables)
-    return Server(project.path, procfile_command(project.path), env, log)
+    return start_production_server(project, log, REDIS_URL=redis.url, **variables)
 
 
 def chat(sender, *receivers, text):
@@ -113,7 +105,8 @@ def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, o
 
             # A new connection meanwhile is refused cleanly: 403, never a 500 or a hang.
             with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-                websocket(server, "/ws/rooms/outage/").close()
+                with websocket(server, "/ws/rooms/outage/"):
+                    pass
             assert refused.value.response.status_code == 403
 
             own_redis.start()

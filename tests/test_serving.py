@@ -1,9 +1,8 @@
 """
 Every combination's production command (Procfile), running in production mode: what a user,
-a browser, a proxy and a process manager see. The last test stops the server.
+a browser, a proxy and a process manager see.
 """
 
-import http.client
 import json
 import os
 import re
@@ -14,36 +13,29 @@ import time
 
 import pytest
 import websockets
-from conftest import ADMIN, only_when
+
 from harness import (
     HTTPS,
     Server,
+    fetch,
     free_port,
     get_json,
     procfile_command,
     receive_json,
-    request,
+    status_or_none,
     wait_for,
     websocket,
 )
+from matrix import only_when, with_websockets, without_websockets
+from projects import ADMIN_USER, start_production_server
 
 
 def refused_status(server, path, **kwargs):
+    """The HTTP status a WebSocket handshake on `path` is refused with."""
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
-        websocket(server, path, **kwargs).close()
+        with websocket(server, path, **kwargs):
+            pass
     return refused.value.response.status_code
-
-
-with_websockets = only_when(lambda answers: answers["websockets"])
-without_websockets = only_when(lambda answers: not answers["websockets"])
-
-
-def status_or_none(port, path):
-    """The status of GET path, or None while nothing listens (a server restarting)."""
-    try:
-        return request(port, "GET", path)[0]
-    except (OSError, http.client.HTTPException):
-        return None
 
 
 def cookies(headers):
@@ -52,12 +44,15 @@ def cookies(headers):
 
 def admin_session(port):
     """Log in through the admin's form, as a browser does: returns the session cookie."""
-    status, headers, body = request(port, "GET", "/admin/login/", headers=HTTPS)
+    status, headers, body = fetch(port, "GET", "/admin/login/", headers=HTTPS)
     assert status == 200
     csrf_cookie = re.search(r"csrftoken=([^;]+)", cookies(headers)).group(1)
     token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-    form = f"csrfmiddlewaretoken={token}&username={ADMIN['username']}&password={ADMIN['password']}"
-    status, headers, _ = request(
+    form = (
+        f"csrfmiddlewaretoken={token}"
+        f"&username={ADMIN_USER['username']}&password={ADMIN_USER['password']}"
+    )
+    status, headers, _ = fetch(
         port,
         "POST",
         "/admin/login/?next=/admin/",
@@ -73,26 +68,34 @@ def admin_session(port):
     return re.search(r"sessionid=([^;]+)", cookies(headers)).group(1)
 
 
-def test_healthz_answers_any_host_over_plain_http(server):
-    assert get_json(server.port, "/healthz", headers={"Host": "10.0.0.7"}) == (
-        200,
-        {"status": "ok"},
-    )
+def test_healthz_answers_any_host_over_plain_http(production_server):
+    status, body = get_json(production_server.port, "/healthz", headers={"Host": "10.0.0.7"})
+
+    assert (status, body) == (200, {"status": "ok"})
 
 
-def test_plain_http_is_redirected_to_https(server):
-    status, headers, _ = request(server.port, "GET", "/admin/", headers={"Host": "127.0.0.1"})
+def test_plain_http_is_redirected_to_https(production_server):
+    status, headers, _ = fetch(production_server.port, "GET", "/admin/", {"Host": "127.0.0.1"})
 
     assert status == 301
     assert headers["Location"] == "https://127.0.0.1/admin/"
 
 
-def test_readyz_reports_every_backing_service_ok(server, project):
+def test_a_foreign_host_gets_400_and_one_warning_line(production_server):
+    status, _, _ = fetch(production_server.port, "GET", "/", {**HTTPS, "Host": "evil.example"})
+
+    assert status == 400
+    logged = [line for line in production_server.log.splitlines() if "evil.example" in line]
+    assert any('"level": "WARNING"' in line and "DisallowedHost" in line for line in logged)
+    assert "Traceback" not in production_server.log
+
+
+def test_readyz_reports_every_backing_service_ok(production_server, deployed_project):
     checks = {"database": "ok"}
-    if project.redis_url:
+    if deployed_project.redis_url:
         checks["redis"] = "ok"
 
-    assert get_json(server.port, "/readyz") == (200, {"status": "ok", "checks": checks})
+    assert get_json(production_server.port, "/readyz") == (200, {"status": "ok", "checks": checks})
 
 
 def unreachable_database(project, tmp_path):
@@ -101,29 +104,26 @@ def unreachable_database(project, tmp_path):
     return f"sqlite:///{tmp_path}/no/such/directory/db.sqlite3"
 
 
-def test_readyz_names_an_unreachable_database(project, probe, tmp_path):
-    env = project.production_env(
-        PORT=free_port(), DATABASE_URL=unreachable_database(project, tmp_path), **probe
-    )
-    running = Server(project.path, procfile_command(project.path), env, tmp_path / "log")
-    try:
+def test_readyz_names_an_unreachable_database(deployed_project, tmp_path):
+    database_url = unreachable_database(deployed_project, tmp_path)
+    with start_production_server(
+        deployed_project, tmp_path / "log", DATABASE_URL=database_url
+    ) as server:
         began = time.monotonic()
-        status, body = get_json(running.port, "/readyz")
+        status, body = get_json(server.port, "/readyz")
         assert time.monotonic() - began < 5  # the check gives up after 3 s
         assert status == 503
         assert body["status"] == "unavailable"
         assert body["checks"]["database"] == "down"
-        assert get_json(running.port, "/healthz") == (200, {"status": "ok"})
-    finally:
-        running.stop()
+        assert get_json(server.port, "/healthz") == (200, {"status": "ok"})
 
 
-def test_the_admin_stylesheet_is_served_compressed(server, prepared):
-    manifest = json.loads((prepared.path / "staticfiles" / "staticfiles.json").read_text())
-    url = "/static/" + manifest["paths"]["admin/css/base.css"]
+def test_the_admin_stylesheet_is_served_compressed(production_server, deployed_project):
+    staticfiles = deployed_project.path / "staticfiles" / "staticfiles.json"
+    url = "/static/" + json.loads(staticfiles.read_text())["paths"]["admin/css/base.css"]
 
-    status, headers, _ = request(
-        server.port, "GET", url, headers={**HTTPS, "Accept-Encoding": "gzip"}
+    status, headers, _ = fetch(
+        production_server.port, "GET", url, headers={**HTTPS, "Accept-Encoding": "gzip"}
     )
 
     assert status == 200
@@ -132,31 +132,32 @@ def test_the_admin_stylesheet_is_served_compressed(server, prepared):
     assert "immutable" in headers["Cache-Control"]
 
 
-def test_an_admin_login_reads_and_writes_through_the_orm(server):
-    session = admin_session(server.port)
+def test_an_admin_login_reads_and_writes_through_the_orm(production_server):
+    session = admin_session(production_server.port)
 
-    status, _, body = request(
-        server.port, "GET", "/admin/", headers={**HTTPS, "Cookie": f"sessionid={session}"}
+    status, _, body = fetch(
+        production_server.port, "GET", "/admin/", {**HTTPS, "Cookie": f"sessionid={session}"}
     )
 
     assert status == 200
     assert b"Site administration" in body
 
 
-def test_proxy_headers_are_believed_from_trusted_proxies_only(server):
+def test_proxy_headers_are_believed_from_trusted_proxies_only(production_server):
     forwarded = {**HTTPS, "X-Forwarded-For": "203.0.113.9"}
+    port = production_server.port
 
-    trusted = get_json(server.port, "/probe/client", headers=forwarded)
+    trusted = get_json(port, "/probe/client", headers=forwarded)
     # The same headers from another address (127.0.0.2 is not in FORWARDED_ALLOW_IPS).
-    spoofed = get_json(server.port, "/probe/client", headers=forwarded, source="127.0.0.2")
+    spoofed = get_json(port, "/probe/client", headers=forwarded, source="127.0.0.2")
 
     assert trusted == (200, {"address": "203.0.113.9", "scheme": "https"})
     assert spoofed == (200, {"address": "127.0.0.2", "scheme": "http"})
 
 
 @with_websockets
-def test_everyone_in_a_room_receives_a_message(server, project):
-    with websocket(server) as alice, websocket(server) as bob:
+def test_everyone_in_a_room_receives_a_message(production_server):
+    with websocket(production_server) as alice, websocket(production_server) as bob:
         alice.send(json.dumps({"message": "hello"}))
 
         assert receive_json(alice) == {"message": "hello", "user": None}
@@ -164,93 +165,73 @@ def test_everyone_in_a_room_receives_a_message(server, project):
 
 
 @with_websockets
-def test_a_logged_in_users_messages_carry_their_username(server, project):
-    session = admin_session(server.port)
+def test_a_signed_in_users_messages_carry_their_username(production_server):
+    session = admin_session(production_server.port)
 
-    with websocket(server, headers={"Cookie": f"sessionid={session}"}) as admin:
+    with websocket(production_server, headers={"Cookie": f"sessionid={session}"}) as admin:
         admin.send(json.dumps({"message": "hi"}))
 
-        assert receive_json(admin) == {"message": "hi", "user": ADMIN["username"]}
-
-
-MALFORMED = {
-    "not-json": "not json",
-    "not-object": "[1, 2]",
-    "no-message": "{}",
-    "not-string": '{"message": 42}',
-    "surrogate": '{"message": "\\ud800"}',
-    "deep": "[" * 100_000 + "]" * 100_000,
-    "binary": b"\x00",
-}
-
-
-@with_websockets
-@pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
-def test_a_malformed_message_gets_an_error_frame_and_the_connection_stays(server, project, frame):
-    with websocket(server) as alice:
-        alice.send(frame)
-        assert "error" in receive_json(alice)
-
-        alice.send(json.dumps({"message": "still here"}))
-        assert receive_json(alice) == {"message": "still here", "user": None}
+        assert receive_json(admin) == {"message": "hi", "user": ADMIN_USER["username"]}
 
 
 @with_websockets
 @pytest.mark.parametrize("origin", ["http://evil.example", None], ids=["foreign", "none"])
-def test_handshakes_from_other_sites_are_refused(server, project, origin):
-    assert refused_status(server, "/ws/rooms/lobby/", origin=origin) == 403
+def test_handshakes_from_other_sites_are_refused(production_server, origin):
+    assert refused_status(production_server, "/ws/rooms/lobby/", origin=origin) == 403
 
 
 @with_websockets
 @pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/a%20b/", "/ws/rooms/", "/"])
-def test_handshakes_on_unknown_paths_are_refused(server, project, path):
-    assert refused_status(server, path) == 403
+def test_handshakes_on_unknown_paths_are_refused(production_server, path):
+    assert refused_status(production_server, path) == 403
 
 
 @with_websockets
-def test_an_oversized_message_is_refused_and_the_server_stays_up(server, project):
-    with websocket(server) as alice:
+def test_an_oversized_message_is_refused_and_the_server_stays_up(
+    production_server, deployed_project
+):
+    with websocket(production_server) as alice:
         alice.send("x" * (1024 * 1024 + 1))
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
             alice.recv(timeout=10)
     # daphne drops the connection without a close frame (clients see 1006); see README.md.
-    expected = 1006 if project.answers["server"] == "daphne" else 1009
-    assert closed.value.rcvd is None if expected == 1006 else closed.value.rcvd.code == expected
+    if deployed_project.answers["server"] == "daphne":
+        assert closed.value.rcvd is None
+    else:
+        assert closed.value.rcvd.code == 1009
 
-    with websocket(server) as bob:
+    with websocket(production_server) as bob:
         bob.send(json.dumps({"message": "after"}))
         assert receive_json(bob)["message"] == "after"
 
 
+def room_size(server, room):
+    return get_json(server.port, "/probe/groups")[1].get(f"room.{room}", 0)
+
+
 @with_websockets
-def test_clients_that_vanish_without_a_close_frame_leave_their_room(server, project):
-    room = "/ws/rooms/vanish/"
+def test_clients_that_vanish_without_a_close_frame_leave_their_room(production_server):
+    path = "/ws/rooms/vanish/"
     with (
-        websocket(server, room) as alive,
-        websocket(server, room) as b,
-        websocket(server, room) as c,
+        websocket(production_server, path) as alive,
+        websocket(production_server, path) as b,
+        websocket(production_server, path) as c,
     ):
-        assert get_json(server.port, "/probe/groups")[1].get("room.vanish") == 3
+        assert room_size(production_server, "vanish") == 3
         for client in (b, c):
             # Gone without a close frame, as when a laptop lid shuts or a tab is killed.
             client.socket.shutdown(socket.SHUT_RDWR)
             client.socket.close()
-        wait_for(
-            lambda: get_json(server.port, "/probe/groups")[1].get("room.vanish") == 1,
-            10,
-            "dead clients leaving the room",
-        )
+        wait_for(lambda: room_size(production_server, "vanish") == 1, 10, "dead clients leaving")
 
         alive.send(json.dumps({"message": "anyone?"}))
         assert receive_json(alive) == {"message": "anyone?", "user": None}
 
 
 @without_websockets
-def test_without_websockets_a_handshake_is_refused(server, project):
-    assert refused_status(server, "/ws/rooms/lobby/") == 403
+def test_without_websockets_a_handshake_is_refused(production_server):
+    assert refused_status(production_server, "/ws/rooms/lobby/") == 403
 
-
-# Last: stops the server.
 
 # Whether a request in flight when SIGTERM arrives completes (README.md documents daphne's).
 FINISHES_REQUESTS_IN_FLIGHT = {"uvicorn": True, "hypercorn": True, "daphne": False}
@@ -264,40 +245,44 @@ def clean_exit_codes(server):
     return {0, -15} if server == "uvicorn" else {0}
 
 
-def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(
-    server, project, slow_request_started
-):
+def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(deployed_project, tmp_path):
+    marker = tmp_path / "slow-request-started"
+    server = start_production_server(
+        deployed_project, tmp_path / "server.log", PROBE_SLOW_MARKER=marker
+    )
     outcome = {}
 
     def slow_request():
         try:
-            outcome["status"] = request(server.port, "GET", "/probe/slow?seconds=2")[0]
+            outcome["status"] = fetch(server.port, "GET", "/probe/slow?seconds=2")[0]
         except OSError as error:
             outcome["error"] = error
 
     in_flight = threading.Thread(target=slow_request)
-    in_flight.start()
-    wait_for(slow_request_started.exists, 10, "the slow request reaching the view")
-    stopped = server.stop(timeout=10)
-    in_flight.join(15)
+    try:
+        in_flight.start()
+        wait_for(marker.exists, 10, "the slow request reaching the view")
+        stopped = server.stop(timeout=10)
+    finally:
+        server.kill()
+        in_flight.join(15)
 
     assert stopped is not None, "still running 10 s after SIGTERM"
     code, _ = stopped
-    assert code in clean_exit_codes(project.answers["server"])
-    finished = outcome.get("status") == 200
-    assert finished == FINISHES_REQUESTS_IN_FLIGHT[project.answers["server"]], outcome
+    name = deployed_project.answers["server"]
+    assert code in clean_exit_codes(name)
+    assert (outcome.get("status") == 200) == FINISHES_REQUESTS_IN_FLIGHT[name], outcome
     assert server.log_problems() == []
 
 
-def test_the_development_command_boots_and_reloads(project, tmp_path):
-    env = project.development_env(PORT=free_port())
-    urls = project.path / project.slug / "urls.py"
+def test_the_development_command_boots_and_reloads(deployed_project, tmp_path):
+    env = deployed_project.development_env(PORT=free_port())
+    urls = deployed_project.path / deployed_project.slug / "urls.py"
     original = urls.read_text()
-    dev = Server(
-        project.path, procfile_command(project.path, "Procfile.dev"), env, tmp_path / "dev.log"
-    )
+    command = procfile_command(deployed_project.path, "Procfile.dev")
+    dev = Server(deployed_project.path, command, env, tmp_path / "dev.log")
     try:
-        if project.answers["websockets"]:
+        if deployed_project.answers["websockets"]:
             with websocket(dev) as alice:
                 alice.send(json.dumps({"message": "dev"}))
                 assert receive_json(alice)["message"] == "dev"
@@ -315,12 +300,13 @@ def test_the_development_command_boots_and_reloads(project, tmp_path):
     assert "Traceback" not in dev.log
 
 
-# daphne's runserver is an ASGI server; without WebSockets there is nothing to warn about.
-@only_when(lambda answers: answers["websockets"] and answers["server"] != "daphne")
-def test_wsgi_runserver_says_websockets_need_the_asgi_server(project, tmp_path):
-    env = project.development_env(PORT=free_port())
+# daphne's own runserver is an ASGI server: it needs no warning.
+@only_when(lambda answers: answers["server"] != "daphne")
+def test_wsgi_runserver_says_the_project_needs_the_asgi_server(deployed_project, tmp_path):
+    env = deployed_project.development_env(PORT=free_port())
     command = "python manage.py runserver --noreload 127.0.0.1:$PORT"
-    runserver = Server(project.path, command, env, tmp_path / "runserver.log")
-    runserver.stop()
-    assert "WebSockets (/ws/...) will not work here" in runserver.log
-    assert procfile_command(project.path, "Procfile.dev") in runserver.log
+    with Server(deployed_project.path, command, env, tmp_path / "runserver.log") as runserver:
+        pass
+    assert "runserver is Django's WSGI server" in runserver.log
+    dev_command = procfile_command(deployed_project.path, "Procfile.dev")
+    assert f"uv run {dev_command}" in runserver.log

@@ -10,43 +10,43 @@ https://channels.readthedocs.io/en/stable/topics/consumers.html
 
 import logging
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 {%- if cookiecutter.channel_layer == "redis" %}
 from redis.exceptions import RedisError
 {%- endif %}
 
 logger = logging.getLogger(__name__)
+
 {%- if cookiecutter.channel_layer == "redis" %}
 
 # What the channel layer raises while Redis is unreachable.
-LAYER_DOWN = (RedisError, OSError)
+CHANNEL_LAYER_ERRORS = (RedisError, OSError)
 {%- else %}
 
-# What the channel layer raises when it is down: the in-memory layer lives in this process.
-LAYER_DOWN = ()
+# What the channel layer raises when it is unreachable: nothing, the in-memory layer lives in
+# this process. A Redis layer raises redis.exceptions.RedisError and OSError.
+CHANNEL_LAYER_ERRORS = ()
 {%- endif %}
 
 
 class RoomConsumer(AsyncJsonWebsocketConsumer):
-{%- if cookiecutter.channel_layer == "redis" %}
     async def __call__(self, scope, receive, send):
         try:
             # Channels asks the layer for this connection's channel before the handshake.
             await super().__call__(scope, receive, send)
-        except LAYER_DOWN:
+        except CHANNEL_LAYER_ERRORS:
             if hasattr(self, "channel_name"):
                 raise
             # Refuse the handshake (HTTP 403) rather than fail it with a 500.
             logger.warning("channel layer unavailable, refusing a connection")
             await receive()
             await send({"type": "websocket.close"})
-{% endif %}
+
     async def connect(self):
         self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
         try:
             await self.channel_layer.group_add(self.group, self.channel_name)
-        except LAYER_DOWN:
-            # The channel layer (Redis) is unreachable: refuse rather than hang.
+        except CHANNEL_LAYER_ERRORS:
             logger.warning("channel layer unavailable, refusing %s", self.group)
             await self.close()
             return
@@ -55,7 +55,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        except LAYER_DOWN:
+        except CHANNEL_LAYER_ERRORS:
             # Nothing to do: membership expires on its own (the layer's group_expiry).
             logger.warning("channel layer unavailable, could not leave %s", self.group)
 
@@ -72,7 +72,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(content, dict) or not isinstance(content.get("message"), str):
             await self.send_json({"error": 'Expected an object with a string "message".'})
             return
-        if not is_unicode(content["message"]):
+        if not is_encodable(content["message"]):
             await self.send_json({"error": "The message is not valid Unicode text."})
             return
         user = self.scope["user"]
@@ -83,38 +83,27 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         }
         try:
             await self.send_to_room(event)
-        except LAYER_DOWN:
+        except CHANNEL_LAYER_ERRORS:
             logger.warning("channel layer unavailable, message to %s not sent", self.group)
             await self.send_json({"error": "The message could not be delivered; try again."})
 
     async def send_to_room(self, event):
-{%- if cookiecutter.channel_layer == "redis" %}
         try:
             await self.channel_layer.group_send(self.group, event)
-        except LAYER_DOWN:
-            # A pooled connection that Redis closed (a restart) fails the first time it is
-            # used, and the pool replaces it: try once more before telling the sender.
+        except CHANNEL_LAYER_ERRORS:
+            # A pooled connection that the server closed (a restart) fails the first time it
+            # is used, and the pool replaces it: try once more before telling the sender.
             await self.channel_layer.group_send(self.group, event)
-{%- else %}
-        await self.channel_layer.group_send(self.group, event)
-{%- endif %}
 
     async def room_message(self, event):
         """Handle "room.message" events from the group: pass them to this client."""
         await self.send_json({"message": event["message"], "user": event["user"]})
 
 
-def is_unicode(text):
+def is_encodable(text):
     """JSON can carry lone surrogates ("\\ud800"), which no channel layer can encode."""
     try:
         text.encode()
     except UnicodeEncodeError:
         return False
     return True
-
-
-class NoRouteConsumer(AsyncWebsocketConsumer):
-    """Refuses the handshake (HTTP 403) on paths with no WebSocket route."""
-
-    async def connect(self):
-        await self.close()

@@ -1,5 +1,5 @@
 """
-WebSocket routes: the urls.py of WebSocket connections, wired in by asgi.py.
+The rooms' WebSocket routes, included by the project's routing.py.
 
 https://channels.readthedocs.io/en/stable/topics/routing.html
 """
@@ -10,8 +10,6 @@ from . import consumers
 
 websocket_urlpatterns = [
     # Room names become channel-layer group names, which allow ASCII letters, digits, "-",
-    # "_" and "." only: anything else falls through to the refusal below.
+    # "_" and "." only: anything else falls through to the project's refusal.
     re_path(r"^ws/rooms/(?P<room>[A-Za-z0-9_-]{1,64})/$", consumers.RoomConsumer.as_asgi()),
-    # Last: refuse every other path, "/" included, instead of URLRouter's "No route found".
-    re_path(r"", consumers.NoRouteConsumer.as_asgi()),
 ]

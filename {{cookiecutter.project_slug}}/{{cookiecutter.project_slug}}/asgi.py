@@ -1,11 +1,12 @@
+{%- set proxy_middleware = cookiecutter.server != "uvicorn" -%}
 """
-ASGI entry point: `application` is the one object every ASGI server loads.
+ASGI entry point: `application` is the object every ASGI server loads (Procfile names it).
 
-The server imports it by its dotted path (see Procfile) and calls it once per connection
-with a scope (what kind of connection, path, headers, client) and two channels to receive
-and send messages. Unlike WSGI's one call per request, an ASGI call can stay open: that is
-what makes WebSockets possible. urls.py still routes HTTP; this file decides which kind of
-connection goes where.
+The server calls it once per connection, with a scope (the kind of connection, its path,
+headers and client) and two functions, `receive` and `send`, that exchange messages with the
+client. A WSGI call returns one response; an ASGI call lasts as long as its connection, which
+is what makes WebSockets possible. urls.py still routes HTTP requests: this file decides where
+each kind of connection goes.
 
 https://docs.djangoproject.com/en/stable/howto/deployment/asgi/
 {%- if cookiecutter.websockets %}
@@ -14,70 +15,67 @@ https://channels.readthedocs.io/en/stable/topics/routing.html
 """
 
 import os
-
+{% if cookiecutter.websockets %}
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+{%- endif %}
 from django.core.asgi import get_asgi_application
+{%- if proxy_middleware %}
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+{%- endif %}
+
+from .checks import run_checks_at_start_up
+from .lifespan import lifespan
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
-
-# Build Django's HTTP application first: this runs django.setup(), which loads the settings
-# and the app registry. Whatever imports models must come after this line, or it raises
-# AppRegistryNotReady: {% if cookiecutter.websockets %}the auth middleware, the consumers, {% endif %}the views.
+{%- if cookiecutter.websockets %}
+# Set Django up (settings, app registry) before importing the WebSocket routes: their
+# consumers import models.
 django_application = get_asgi_application()
 
-{% if cookiecutter.websockets -%}
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-{% endif -%}
-{% if cookiecutter.server != "uvicorn" -%}
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware  # noqa: E402
-{% endif -%}
-{% if cookiecutter.websockets %}
-from rooms.routing import websocket_urlpatterns  # noqa: E402
-{% endif %}
-# Import urls.py (and so the views) now rather than on the first request: a broken import
-# fails start-up instead of a user's request, and auto-reloaders watch the view modules.
-from . import urls  # noqa: E402, F401
-from .lifespan import lifespan  # noqa: E402
-{%- if cookiecutter.websockets %}
+from .routing import websocket_urlpatterns  # noqa: E402
 
-# One route per kind of connection (the scope's "type").
 application = ProtocolTypeRouter(
     {
-        # HTTP: Django's views, as under WSGI.
         "http": django_application,
-        # WebSockets: refuse pages from other sites (the Origin header must match
-        # ALLOWED_HOSTS), put the session's user in scope["user"], then route by path, as
-        # urls.py does for HTTP.
+        # Only pages of this site may connect (their Origin must be in ALLOWED_HOSTS); the
+        # session's user goes into scope["user"]; then the path picks a consumer, as urls.py
+        # picks a view.
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
-        # Server start-up and shutdown.
+        # The server's start-up and shutdown messages (see lifespan.py).
         "lifespan": lifespan,
     }
 )
 {%- else %}
+django_application = get_asgi_application()
 
 
 async def application(scope, receive, send):
-    """Route each connection by its scope's "type": Django serves HTTP only."""
-    if scope["type"] == "http":
-        await django_application(scope, receive, send)
-    elif scope["type"] == "lifespan":
+    """Django serves HTTP; lifespan.py answers start-up and shutdown; no WebSockets here."""
+    if scope["type"] == "lifespan":
         await lifespan(scope, receive, send)
-    else:
-        # This project has no WebSocket routes. Closing before accepting refuses the
-        # handshake (HTTP 403) where Django would raise "can only handle ASGI/HTTP".
+    elif scope["type"] == "websocket":
+        # Closing before accepting refuses the handshake with HTTP 403, where Django would
+        # raise "Django can only handle ASGI/HTTP connections".
         await receive()
         await send({"type": "websocket.close"})
+    else:
+        await django_application(scope, receive, send)
 {%- endif %}
-{%- if cookiecutter.server != "uvicorn" %}
-{% if not cookiecutter.websockets %}
-{% endif %}
-# Proxy headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from the addresses in
-# FORWARDED_ALLOW_IPS (your proxy's; default 127.0.0.1). {{ cookiecutter.server }} has no such
-# allow-list, so the project borrows uvicorn's middleware, which does.
+{%- if proxy_middleware %}
+
+
+# X-Forwarded-For and X-Forwarded-Proto are believed only from the proxies listed in
+# FORWARDED_ALLOW_IPS. {{ cookiecutter.server }} has no such allow-list; uvicorn's middleware has.
 application = ProxyHeadersMiddleware(
     application, trusted_hosts=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 )
 {%- endif %}
+
+
+# Like `runserver`, refuse to start on a misconfiguration (see checks.py). The checks import
+# urls.py too, so a broken view stops start-up instead of failing a request.
+run_checks_at_start_up()

@@ -1,9 +1,12 @@
+{%- set slug = cookiecutter.project_slug -%}
+{%- set redis = cookiecutter.channel_layer == "redis" -%}
 """
 Django settings.
 
 Every value that differs between machines comes from the environment (12-factor), parsed by
-django-environ. A local `.env` file is read when present (development); production sets real
-environment variables and ships no `.env`. `.env.example` lists every variable.
+django-environ. In development a local `.env` file fills in what the environment does not
+set; production sets real environment variables and ships no `.env` (or sets
+DJANGO_READ_DOT_ENV=false). `.env.example` lists every variable.
 
 https://docs.djangoproject.com/en/stable/topics/settings/
 https://docs.djangoproject.com/en/stable/ref/settings/
@@ -17,7 +20,7 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-if (BASE_DIR / ".env").is_file():
+if env.bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file():
     # Values already in the environment win over the file.
     env.read_env(BASE_DIR / ".env")
 
@@ -59,17 +62,22 @@ INSTALLED_APPS = [
     # First, so that `manage.py runserver` becomes Daphne's ASGI development server.
     "daphne",
 {%- endif %}
+{%- if cookiecutter.server == "daphne" %}
+    # The project itself: its system checks and templates.
+{%- else %}
+    # The project itself: its system checks, templates, and a runserver that warns it is not
+    # ASGI (listed before staticfiles, whose runserver it replaces).
+{%- endif %}
+    "{{ slug }}",
+    "users",
+{%- if cookiecutter.websockets %}
+    "rooms",
+{%- endif %}
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-{%- if cookiecutter.websockets and cookiecutter.server != "daphne" %}
-    # Before staticfiles: its runserver command must win over the one staticfiles brings.
-    "rooms",
-{%- elif cookiecutter.websockets %}
-    "rooms",
-{%- endif %}
     # ServeStatic's configuration checks.
     "servestatic",
     "django.contrib.staticfiles",
@@ -80,7 +88,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: probes answer before host validation and the HTTPS redirect.
-    "{{ cookiecutter.project_slug }}.health.HealthCheckMiddleware",
+    "{{ slug }}.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -91,7 +99,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "{{ cookiecutter.project_slug }}.urls"
+ROOT_URLCONF = "{{ slug }}.urls"
 
 TEMPLATES = [
     {
@@ -109,7 +117,24 @@ TEMPLATES = [
 ]
 
 # There is no WSGI application: this project is served over ASGI only (see README.md).
-ASGI_APPLICATION = "{{ cookiecutter.project_slug }}.asgi.application"
+ASGI_APPLICATION = "{{ slug }}.asgi.application"
+
+
+# Users: a model of the project's own from the start, as Django recommends, since changing
+# AUTH_USER_MODEL after the first migration is hard.
+# https://docs.djangoproject.com/en/stable/topics/auth/customizing/
+
+AUTH_USER_MODEL = "users.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 
 # Database, from DATABASE_URL.
@@ -117,13 +142,15 @@ ASGI_APPLICATION = "{{ cookiecutter.project_slug }}.asgi.application"
 {%- if cookiecutter.database == "postgresql" %}
 # Under ASGI each request runs in its own thread, so persistent connections (CONN_MAX_AGE)
 # pile up one per thread and are never reused. Django's native psycopg pool (5.1+) shares a
-# bounded set of connections instead; it requires CONN_MAX_AGE = 0.
+# bounded set of connections instead; it requires CONN_MAX_AGE = 0. With health checks, a
+# connection that the server closed (a restart) is replaced before a request gets it.
 # https://docs.djangoproject.com/en/stable/ref/databases/#connection-pool
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default="postgres:///{{ cookiecutter.project_slug }}"),
+    "default": env.db("DATABASE_URL", default="postgres:///{{ slug }}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": 1,
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
@@ -136,17 +163,6 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 {%- endif %}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-
-# Password validation
-# https://docs.djangoproject.com/en/stable/ref/settings/#auth-password-validators
-
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
 
 
 # Internationalization
@@ -177,25 +193,18 @@ SERVESTATIC_MANIFEST_STRICT = False
 
 # Channels: the channel layer carries messages between consumers (the room groups).
 # https://channels.readthedocs.io/en/stable/topics/channel_layers.html
-{%- if cookiecutter.channel_layer == "redis" %}
+{%- if redis %}
 # Redis lets every process and machine that shares REDIS_URL reach every room. The pub/sub
-# layer fans out faster than RedisChannelLayer and resubscribes by itself once Redis is back.
-# socket_timeout: fail a send after 10 s rather than hang if Redis stops answering. Leave
-# redis-py's own "retry" unset: with an explicit Retry, the layer's receive loop gives up for
-# good after a Redis restart and open WebSockets never hear from their room again.
+# layer fans out faster than RedisChannelLayer and subscribes again by itself once Redis is
+# back. socket_timeout: fail a send after 10 s rather than hang if Redis stops answering.
+# Leave redis-py's "retry" option unset: with an explicit Retry, the layer's receive loop
+# gives up for good after a Redis restart, and open WebSockets never hear their room again.
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    "socket_timeout": 10,
-                },
-            ],
-        },
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
     },
 }
 
@@ -207,11 +216,12 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        "KEY_PREFIX": "{{ cookiecutter.project_slug }}",
+        "KEY_PREFIX": "{{ slug }}",
     },
 }
 {%- else %}
 # The in-memory layer works inside one process only: run one server process (no workers).
+# The asgi.E001 check refuses to start several.
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 {%- endif %}
@@ -235,7 +245,11 @@ else:
 # Security: HTTPS everywhere outside development, behind a TLS-terminating proxy.
 # SECURE_PROXY_SSL_HEADER is deliberately unset: it would believe X-Forwarded-Proto from any
 # client. The scheme Django sees already comes from that header, and only from the proxies
-# in FORWARDED_ALLOW_IPS: {% if cookiecutter.server == "uvicorn" %}uvicorn's --forwarded-allow-ips (Procfile){% else %}the proxy-headers middleware in asgi.py{% endif %}.
+{%- if cookiecutter.server == "uvicorn" %}
+# in FORWARDED_ALLOW_IPS (uvicorn's --forwarded-allow-ips, in the Procfile).
+{%- else %}
+# in FORWARDED_ALLOW_IPS (the proxy-headers middleware in asgi.py).
+{%- endif %}
 # https://docs.djangoproject.com/en/stable/ref/middleware/#module-django.middleware.security
 # https://docs.djangoproject.com/en/stable/howto/deployment/checklist/
 
@@ -249,14 +263,17 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 
 
-# Logging: one JSON object per line on stdout, for a log collector.
+# Logging on stdout: readable lines in development, one JSON object per line in production
+# (for a log collector). DJANGO_LOG_FORMAT=text or json overrides.
 # https://docs.djangoproject.com/en/stable/topics/logging/
 
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -264,26 +281,32 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
+    "filters": {
+        # A request with a foreign Host is the client's mistake (or a scanner's): one line at
+        # WARNING, not an error with a traceback.
+        "client_mistake": {"()": "{{ slug }}.logs.ClientMistake"},
+    },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
-            "formatter": "json",
+            "formatter": LOG_FORMAT,
         },
     },
     # The servers log through their own handlers; these are Django's and the project's.
     "loggers": {
-        name: {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False}
-        for name in [
-            "django",
-            "{{ cookiecutter.project_slug }}",
-{%- if cookiecutter.websockets %}
-            "rooms",
-{%- endif %}
+        **{
+            name: {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False}
+            for name in ["django", "{{ slug }}", "users"{% if cookiecutter.websockets %}, "rooms"{% endif %}]
+        },
+        "django.security.DisallowedHost": {
+            "handlers": ["stdout"],
+            "filters": ["client_mistake"],
+            "propagate": False,
+        },
 {%- if cookiecutter.database == "postgresql" %}
-            # The connection pool says why it cannot connect (its errors only time out).
-            "psycopg",
+        # The connection pool warns when it cannot connect; its INFO lines are noise.
+        "psycopg": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
 {%- endif %}
-        ]
     },
 }

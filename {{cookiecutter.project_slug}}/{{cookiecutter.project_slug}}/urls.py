@@ -1,18 +1,21 @@
 """
 HTTP routes. /healthz and /readyz are answered earlier, by the middleware in health.py.
 {%- if cookiecutter.websockets %}
-WebSocket routes live in rooms/routing.py and are wired in by asgi.py.
+WebSocket routes live in routing.py, wired in by asgi.py.
 {%- endif %}
 
 https://docs.djangoproject.com/en/stable/topics/http/urls/
 """
 
 from django.contrib import admin
-from django.urls import {% if cookiecutter.websockets %}include, {% endif %}path
+from django.urls import include, path
+from django.views.generic import TemplateView
 
 urlpatterns = [
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("accounts/", include("users.urls")),
     path("admin/", admin.site.urls),
 {%- if cookiecutter.websockets %}
-    path("", include("rooms.urls")),
+    path("rooms/", include("rooms.urls")),
 {%- endif %}
 ]

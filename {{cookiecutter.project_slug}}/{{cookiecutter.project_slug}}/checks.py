@@ -1,0 +1,295 @@
+"""
+System checks for the classic ASGI mistakes, in Django's check framework (tag "asgi").
+
+`manage.py check` and `check --deploy` run them, `migrate` runs the database one, and asgi.py
+runs them when a server starts, as `runserver` does: an error stops start-up with its message
+on one line, a warning is logged. Each message says what goes wrong and how to fix it.
+
+https://docs.djangoproject.com/en/stable/topics/checks/
+"""
+
+import logging
+import os
+import shlex
+import sys
+import tomllib
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.db import connections
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+# Commands that serve WSGI: none of them speaks ASGI, so none serves WebSockets.
+WSGI_SERVERS = {"gunicorn", "uwsgi", "waitress-serve", "mod_wsgi-express"}
+# gunicorn serves ASGI only through a worker class such as uvicorn-worker's.
+ASGI_WORKER_CLASSES = ("uvicorn_worker.", "uvicorn.workers.")
+
+# Set while checks run from asgi.py, or while a check imports asgi.py: one run at a time.
+_running = False
+
+
+def procfile_command(name="Procfile"):
+    """The `web:` line of a Procfile, split like a shell would, or [] if there is none."""
+    try:
+        lines = (settings.BASE_DIR / name).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        if line.startswith("web:"):
+            return shlex.split(line.removeprefix("web:"))
+    return []
+
+
+def option(command, *names):
+    """The value of the first of `names` given on the command line (`--x 2` or `--x=2`)."""
+    for position, word in enumerate(command):
+        for name in names:
+            if word == name and position + 1 < len(command):
+                return command[position + 1]
+            if word.startswith(f"{name}="):
+                return word.removeprefix(f"{name}=")
+    return None
+
+
+def server_processes():
+    """How many server processes will share the work, as far as the environment and the
+    command line of this process say: WEB_CONCURRENCY, each server's own variables and
+    --workers options, and hypercorn.toml."""
+    counts = [1]
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GRANIAN_WORKERS"):
+        counts.append(os.environ.get(name, ""))
+    counts.append(option(sys.argv, "--workers", "-w"))
+    try:
+        hypercorn = tomllib.loads((settings.BASE_DIR / "hypercorn.toml").read_text())
+        counts.append(hypercorn.get("workers"))
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    return max(int(count) for count in counts if str(count or "").isdigit())
+
+
+@checks.register("asgi")
+def check_in_memory_layer_has_one_process(app_configs, **kwargs):
+    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
+    processes = server_processes()
+    if layer.get("BACKEND") != IN_MEMORY_LAYER or processes < 2:
+        return []
+    return [
+        checks.Error(
+            f"The in-memory channel layer reaches one process only, and {processes} server "
+            "processes are configured: every room would be split between them, silently.",
+            hint="Run one server process (WEB_CONCURRENCY=1), or use channels_redis' "
+            "RedisPubSubChannelLayer on a Redis that every process shares.",
+            id="asgi.E001",
+        )
+    ]
+
+
+@checks.register("asgi")
+def check_persistent_connections_are_pooled(app_configs, **kwargs):
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] sets CONN_MAX_AGE without Django's connection pool: under "
+            "ASGI each request runs in a thread of its own, so persistent connections pile up, "
+            "one per thread, and are hardly ever reused.",
+            hint='Set CONN_MAX_AGE = 0 and OPTIONS["pool"] = True (needs psycopg[pool]).',
+            id="asgi.W002",
+        )
+        for alias, database in settings.DATABASES.items()
+        if database.get("ENGINE", "").endswith("postgresql")
+        and database.get("CONN_MAX_AGE", 0) != 0
+        and not database.get("OPTIONS", {}).get("pool")
+    ]
+
+
+@checks.register("asgi")
+def check_static_files_stream_asynchronously(app_configs, **kwargs):
+    storage = settings.STORAGES.get("staticfiles", {}).get("BACKEND", "")
+    configured = [
+        name
+        for name in [*settings.MIDDLEWARE, *settings.INSTALLED_APPS, storage]
+        if name.startswith("whitenoise")
+    ]
+    if not configured:
+        return []
+    return [
+        checks.Warning(
+            f"WhiteNoise is configured ({', '.join(configured)}): under ASGI it serves files "
+            'through synchronous iterators, so Django warns "StreamingHttpResponse must '
+            'consume synchronous iterators" and buffers every file in a thread.',
+            hint="Use ServeStatic, its ASGI-capable fork: servestatic.middleware."
+            "ServeStaticMiddleware and servestatic.storage.CompressedManifestStaticFilesStorage.",
+            id="asgi.W003",
+        )
+    ]
+
+
+@checks.register("asgi", deploy=True)
+def check_websocket_origins_are_restricted(app_configs, **kwargs):
+    if settings.DEBUG or "*" not in settings.ALLOWED_HOSTS or not apps.is_installed("channels"):
+        return []
+    return [
+        checks.Warning(
+            'ALLOWED_HOSTS contains "*": AllowedHostsOriginValidator then accepts WebSocket '
+            "connections from pages of any site, which can act as the signed-in user "
+            "(cross-site WebSocket hijacking).",
+            hint="List the site's own host names in DJANGO_ALLOWED_HOSTS.",
+            id="asgi.W004",
+        )
+    ]
+
+
+@checks.register("asgi")
+def check_daphne_comes_first(app_configs, **kwargs):
+    runs_runserver = "runserver" in procfile_command("Procfile.dev")
+    first = settings.INSTALLED_APPS[0] if settings.INSTALLED_APPS else None
+    if first == "daphne" or not (apps.is_installed("daphne") or runs_runserver):
+        return []
+    return [
+        checks.Error(
+            '"daphne" is not the first of INSTALLED_APPS: `manage.py runserver` is then '
+            "Django's WSGI server, which serves no WebSockets, and says nothing about it.",
+            hint='Put "daphne" first in INSTALLED_APPS, before django.contrib.staticfiles.',
+            id="asgi.E005",
+        )
+    ]
+
+
+@checks.register("asgi")
+def check_servers_load_the_asgi_application(app_configs, **kwargs):
+    global _running
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return [
+            checks.Error(
+                "ASGI_APPLICATION is not set.",
+                hint=f'Set ASGI_APPLICATION = "{settings.ROOT_URLCONF.split(".")[0]}'
+                '.asgi.application".',
+                id="asgi.E006",
+            )
+        ]
+    errors = []
+    was_running, _running = _running, True
+    try:
+        application = import_string(path)
+    except Exception as error:  # whatever asgi.py raises is what a server would see
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        errors.append(
+            checks.Error(
+                f"ASGI_APPLICATION {path!r} cannot be imported: {message}",
+                hint="Fix the import; every server loads this object.",
+                id="asgi.E006",
+            )
+        )
+    else:
+        if not callable(application):
+            errors.append(
+                checks.Error(
+                    f"ASGI_APPLICATION {path!r} is not an ASGI application (not callable).",
+                    id="asgi.E006",
+                )
+            )
+    finally:
+        _running = was_running
+    module, _, name = path.rpartition(".")
+    served = next((word for word in procfile_command() if word.endswith(f":{name}")), None)
+    if served and served != f"{module}:{name}":
+        errors.append(
+            checks.Error(
+                f"Procfile serves {served!r}, but ASGI_APPLICATION is {path!r}.",
+                hint="Make them name the same object: the servers load the Procfile's.",
+                id="asgi.E006",
+            )
+        )
+    return errors
+
+
+@checks.register("asgi")
+def check_procfile_runs_an_asgi_server(app_configs, **kwargs):
+    command = procfile_command()
+    server = os.path.basename(command[0]) if command else ""
+    worker = option(command, "--worker-class", "-k") or ""
+    wsgi_server = server in WSGI_SERVERS and not worker.startswith(ASGI_WORKER_CLASSES)
+    if not (wsgi_server or any(word.endswith(".wsgi:application") for word in command)):
+        return []
+    return [
+        checks.Error(
+            f"Procfile starts a WSGI server or application ({' '.join(command)}): it serves "
+            "no WebSockets and runs every async view in a thread of its own.",
+            hint="Serve asgi.py's application with an ASGI server (uvicorn, daphne, hypercorn, "
+            "granian), or gunicorn with -k uvicorn_worker.UvicornWorker.",
+            id="asgi.E007",
+        )
+    ]
+
+
+@checks.register("asgi")
+def check_channels_has_a_layer(app_configs, **kwargs):
+    if not apps.is_installed("channels") or getattr(settings, "CHANNEL_LAYERS", None):
+        return []
+    return [
+        checks.Warning(
+            "Channels is installed but CHANNEL_LAYERS is empty: consumers have no channel "
+            "layer, so groups (rooms) and messages between connections do not work.",
+            hint="Configure CHANNEL_LAYERS (in-memory for one process, Redis for more).",
+            id="asgi.W008",
+        )
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_databases_accept_connections(app_configs, databases=None, **kwargs):
+    """Run by `migrate` (and `check --database`): a missing database fails at once, with the
+    server's own reason, instead of after the connection pool's timeout."""
+    errors = []
+    for alias in databases or []:
+        connection = connections[alias]
+        try:
+            if connection.vendor == "postgresql" and connection.pool:
+                import psycopg
+
+                params = connection.get_connection_params()
+                psycopg.connect(**params, connect_timeout=5).close()
+            else:
+                connection.ensure_connection()
+        except Exception as error:  # the driver's own reason, whatever its class
+            reason = " ".join(str(error).split())
+            name = connection.settings_dict.get("NAME")
+            if connection.vendor == "postgresql":
+                hint = f"Start PostgreSQL and create the database (createdb {name})"
+            else:
+                hint = "Check that the database's directory exists and is writable"
+            errors.append(
+                checks.Error(
+                    f"Cannot connect to the {alias!r} database ({name}): {reason}",
+                    hint=f"{hint}, or set DATABASE_URL.",
+                    id="asgi.E009",
+                )
+            )
+    return errors
+
+
+def run_checks_at_start_up():
+    """What `runserver` does before serving: an error stops start-up, one line each."""
+    global _running
+    if _running:
+        return
+    _running = True
+    try:
+        messages = checks.run_checks()
+    finally:
+        _running = False
+    errors = []
+    for message in messages:
+        if message.is_silenced():
+            continue
+        line = f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else "")
+        if message.is_serious():
+            errors.append(line)
+        else:
+            logger.warning("%s", line)
+    if errors:
+        raise SystemExit("\n".join(errors))
