@@ -17,6 +17,8 @@ from matrix import OPTIONS
 from projects import start_production_server
 from services import unavailable
 
+pytestmark = pytest.mark.slow
+
 # Headless as root, and quiet on a closed network.
 CHROMIUM_FLAGS = [
     "--no-sandbox",

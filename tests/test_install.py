@@ -19,6 +19,8 @@ from matrix import OPTIONS
 from projects import bake
 from services import database, unavailable
 
+pytestmark = pytest.mark.slow
+
 NEWER_PYTHON = "3.13"
 EVERYTHING = {"websockets": True, "channel_layer": "redis", "database": "postgresql"}
 

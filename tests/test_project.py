@@ -1,6 +1,10 @@
 """The generated project as its developers meet it: lint, Django's checks, its own tests."""
 
+import pytest
+
 from harness import BIN, PYTHON, environment, free_port, procfile_command, run
+
+pytestmark = pytest.mark.slow
 
 
 def test_ruff_finds_nothing_to_fix(baked_project):
@@ -33,7 +37,7 @@ def test_the_projects_own_tests_pass(deployed_project):
     result = run(
         deployed_project.path,
         [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        deployed_project.production_env(DJANGO_DEBUG="true"),
+        deployed_project.production_env(),
     )
     assert result.returncode == 0, result.stdout
     assert " passed" in result.stdout and "skipped" not in result.stdout

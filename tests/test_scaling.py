@@ -15,6 +15,8 @@ from harness import get_json, receive_json, wait_for, websocket
 from matrix import OPTIONS, only_when
 from projects import start_production_server
 
+pytestmark = pytest.mark.slow
+
 REDIS_ANSWERS = [
     {"server": server, "websockets": True, "channel_layer": "redis", "database": "sqlite"}
     for server in OPTIONS["server"]
@@ -146,6 +148,7 @@ def heard_by_all(sender, clients, seconds):
 def test_open_sockets_hear_their_room_again_after_a_redis_restart(
     redis_project, own_redis, tmp_path, processes
 ):
+
     with contextlib.ExitStack() as stack:
         servers = [
             stack.enter_context(start(redis_project, own_redis, tmp_path / f"{number}.log"))

@@ -29,6 +29,8 @@ from harness import (
 from matrix import only_when, with_websockets, without_websockets
 from projects import ADMIN_USER, start_production_server
 
+pytestmark = pytest.mark.slow
+
 
 def refused_status(server, path, **kwargs):
     """The HTTP status a WebSocket handshake on `path` is refused with."""
@@ -190,6 +192,7 @@ def test_handshakes_on_unknown_paths_are_refused(production_server, path):
 def test_an_oversized_message_is_refused_and_the_server_stays_up(
     production_server, deployed_project
 ):
+
     with websocket(production_server) as alice:
         alice.send("x" * (1024 * 1024 + 1))
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:

@@ -2,9 +2,12 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def static_files_without_collectstatic(settings, tmp_path):
-    """Pages that link static files render, and ServeStatic finds its directory, without a
-    collectstatic run first."""
+def test_settings(settings, tmp_path):
+    """The same tests with production settings as with debug on (CI runs them so)."""
+    # Django's test client speaks plain HTTP.
+    settings.SECURE_SSL_REDIRECT = False
+    # Pages that link static files render, and ServeStatic finds its directory, without a
+    # collectstatic run first.
     settings.STATIC_ROOT = tmp_path
     settings.STORAGES = {
         **settings.STORAGES,

@@ -1,0 +1,79 @@
+"""
+The generated project's own tooling: its CI workflow (valid, and running the README's
+commands), its pre-commit hooks (passing on a fresh bake), and its lock file (committed).
+"""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from harness import BIN, environment, run
+
+
+def workflow(project):
+    return yaml.safe_load((project.path / ".github" / "workflows" / "ci.yml").read_text())
+
+
+def test_the_ci_workflow_is_a_valid_github_workflow(baked_project):
+    result = run(
+        baked_project.path,
+        [
+            BIN / "check-jsonschema",
+            *("--builtin-schema", "vendor.github-workflows"),
+            ".github/workflows/ci.yml",
+        ],
+        environment(),
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_ci_runs_the_commands_the_readme_gives(baked_project):
+    readme = (baked_project.path / "README.md").read_text()
+    commands = [
+        step["run"]
+        for job in workflow(baked_project)["jobs"].values()
+        for step in job["steps"]
+        if "run" in step
+    ]
+    assert "uv sync --locked" in commands and "uv run pytest" in commands
+    for command in commands:
+        assert command in readme, command
+
+
+def test_ci_starts_the_services_the_project_uses(baked_project):
+    services = workflow(baked_project)["jobs"]["test"].get("services", {})
+    answers = baked_project.answers
+    assert ("postgres" in services) == (answers["database"] == "postgresql")
+    assert ("redis" in services) == (answers["channel_layer"] == "redis")
+    for service in services.values():
+        assert "--health-cmd" in service["options"]
+
+
+def test_the_lock_file_is_committed(baked_project):
+    ignored = (baked_project.path / ".gitignore").read_text().splitlines()
+    assert not any(re.fullmatch(r"/?uv\.lock|\*\.lock", line.strip()) for line in ignored)
+    dockerfile = (baked_project.path / "Dockerfile").read_text()
+    assert "uv sync --locked --no-dev" in dockerfile
+
+
+@pytest.mark.slow
+def test_pre_commit_passes_on_a_fresh_bake(baked_project, tmp_path):
+    """From PyPI only: every hook is a local one with its dependencies pinned."""
+    project = tmp_path / baked_project.slug
+    shutil.copytree(baked_project.path, project, ignore=shutil.ignore_patterns("staticfiles"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in ([*git, "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "baked"]):
+        subprocess.run(command, cwd=project, check=True)
+
+    result = run(project, [BIN / "pre-commit", "run", "--all-files"], environment(), timeout=600)
+
+    assert result.returncode == 0, result.stdout
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
