@@ -1,8 +1,13 @@
 """The generated project as its developers meet it: lint, Django's checks, its own tests."""
 
+import json
+import re
+import time
+
 import pytest
 
-from harness import BIN, PYTHON, environment, free_port, procfile_command, run
+from harness import BIN, PYTHON, Server, environment, free_port, procfile_command, run
+from matrix import only_when
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +75,58 @@ def test_a_missing_secret_key_or_host_stops_start_up_with_one_clear_line(deploye
                 f"ImproperlyConfigured: {variable} is not set. Set it in the environment; for local"
                 " development, copy .env.example to .env (it turns DJANGO_DEBUG on)."
             ], command
+
+
+# A check's message, as Django prints it: "?: (asgi.E001) ..." or "asgi.E001: ...".
+CHECK_MESSAGE = re.compile(r"\b[a-z_]+\.[EW]\d{3}\b")
+
+
+def test_logs_are_text_in_development_and_json_in_production(deployed_project):
+    log = "import logging; logging.getLogger('django').warning('hello')"
+    development = deployed_project.manage(
+        "shell", "-c", log, env=deployed_project.development_env()
+    )
+    production = deployed_project.manage("shell", "-c", log)
+
+    assert "WARNING django: hello" in development.stdout
+    line = next(line for line in production.stdout.splitlines() if "hello" in line)
+    assert json.loads(line)["level"] == "WARNING"
+
+
+@only_when(lambda answers: answers["database"] == "postgresql")
+def test_a_missing_database_is_named_at_once_by_migrate(deployed_project, postgres):
+    env = deployed_project.production_env(DATABASE_URL=f"{postgres}/no_such_database")
+    began = time.monotonic()
+
+    result = deployed_project.manage("migrate", env=env)
+
+    assert result.returncode != 0
+    assert time.monotonic() - began < 10
+    assert (
+        "asgi.E009" in result.stdout
+        and 'database "no_such_database" does not exist' in result.stdout
+    )
+    assert "Traceback" not in result.stdout
+
+
+@only_when(lambda answers: answers["websockets"] and answers["channel_layer"] == "in-memory")
+def test_several_processes_on_the_in_memory_layer_refuse_to_start(deployed_project):
+    env = deployed_project.production_env(PORT=free_port(), WEB_CONCURRENCY="2")
+    command = procfile_command(deployed_project.path)
+    server = deployed_project.answers["server"]
+    if server in ("daphne", "hypercorn"):
+        # One process whatever WEB_CONCURRENCY says: no split rooms, nothing to refuse.
+        log = deployed_project.path / "one-process.log"
+        with Server(deployed_project.path, command, env, log) as one_process:
+            assert not CHECK_MESSAGE.search(one_process.log)
+        return
+    began = time.monotonic()
+
+    result = run(deployed_project.path, ["/bin/sh", "-c", f"exec {command}"], env, timeout=60)
+
+    assert time.monotonic() - began < 30
+    # uvicorn's supervisor stops when a worker cannot start, but exits 0 (README.md).
+    assert result.returncode != 0 or server == "uvicorn"
+    refusals = [line for line in result.stdout.splitlines() if "asgi.E001" in line]
+    assert refusals and all(line.startswith("asgi.E001: The in-memory") for line in refusals)
+    assert "Traceback" not in result.stdout

@@ -70,6 +70,10 @@ def admin_session(port):
     return re.search(r"sessionid=([^;]+)", cookies(headers)).group(1)
 
 
+def test_the_server_starts_without_a_word_from_the_system_checks(production_server):
+    assert not re.search(r"\b[a-z_]+\.[EW]\d{3}\b|System check", production_server.log)
+
+
 def test_healthz_answers_any_host_over_plain_http(production_server):
     status, body = get_json(production_server.port, "/healthz", headers={"Host": "10.0.0.7"})
 

@@ -10,9 +10,11 @@ https://docs.djangoproject.com/en/stable/topics/checks/
 
 import logging
 import os
+import re
 import shlex
 import sys
 import tomllib
+from pathlib import Path
 
 from django.apps import apps
 from django.conf import settings
@@ -28,19 +30,36 @@ WSGI_SERVERS = {"gunicorn", "uwsgi", "waitress-serve", "mod_wsgi-express"}
 # gunicorn serves ASGI only through a worker class such as uvicorn-worker's.
 ASGI_WORKER_CLASSES = ("uvicorn_worker.", "uvicorn.workers.")
 
+# The environment variables each server reads its worker count from, when --workers is not
+# given. daphne has no workers.
+WORKER_VARIABLES = {
+    "uvicorn": ("UVICORN_WORKERS", "WEB_CONCURRENCY"),
+    "gunicorn": ("WEB_CONCURRENCY",),
+    "hypercorn": (),
+    "granian": ("GRANIAN_WORKERS",),
+    "daphne": (),
+}
+# ${NAME} and ${NAME:-default} in a Procfile line.
+VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
 # Set while checks run from asgi.py, or while a check imports asgi.py: one run at a time.
 _running = False
 
 
 def procfile_command(name="Procfile"):
-    """The `web:` line of a Procfile, split like a shell would, or [] if there is none."""
+    """The `web:` line of a Procfile as a shell would run it here: ${NAME:-default} expanded
+    from this environment, then split into words. [] if there is none."""
     try:
         lines = (settings.BASE_DIR / name).read_text().splitlines()
     except OSError:
         return []
     for line in lines:
         if line.startswith("web:"):
-            return shlex.split(line.removeprefix("web:"))
+            expanded = VARIABLE.sub(
+                lambda match: os.environ.get(match["name"]) or match["default"] or "",
+                line.removeprefix("web:"),
+            )
+            return shlex.split(expanded)
     return []
 
 
@@ -55,20 +74,34 @@ def option(command, *names):
     return None
 
 
+def server_name(command):
+    """uvicorn, hypercorn, ...: the program a command line runs (`python -m x` included)."""
+    if not command:
+        return ""
+    if command[0].endswith("python") or Path(command[0]).name.startswith("python"):
+        return command[2] if command[1:2] == ["-m"] and len(command) > 2 else ""
+    program = Path(command[0])
+    return program.parent.name if program.name == "__main__.py" else program.name
+
+
 def server_processes():
-    """How many server processes will share the work, as far as the environment and the
-    command line of this process say: WEB_CONCURRENCY, each server's own variables and
-    --workers options, and hypercorn.toml."""
-    counts = [1]
-    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GRANIAN_WORKERS"):
-        counts.append(os.environ.get(name, ""))
-    counts.append(option(sys.argv, "--workers", "-w"))
-    try:
-        hypercorn = tomllib.loads((settings.BASE_DIR / "hypercorn.toml").read_text())
-        counts.append(hypercorn.get("workers"))
-    except (OSError, tomllib.TOMLDecodeError):
-        pass
-    return max(int(count) for count in counts if str(count or "").isdigit())
+    """How many processes the server shares the work between: read from its own command line
+    when a server is starting, else from the Procfile's with this environment."""
+    command = sys.argv if server_name(sys.argv) in WORKER_VARIABLES else procfile_command()
+    server = server_name(command)
+    if server == "daphne":
+        return 1
+    workers = option(command, "--workers", *(["-w"] if server != "uvicorn" else []))
+    for name in WORKER_VARIABLES.get(server, ()):
+        workers = workers or os.environ.get(name)
+    if workers is None and server == "hypercorn":
+        try:
+            hypercorn = tomllib.loads((settings.BASE_DIR / "hypercorn.toml").read_text())
+            workers = hypercorn.get("workers")
+        except (OSError, tomllib.TOMLDecodeError):
+            pass
+    # hypercorn's --workers 0 serves from the process itself.
+    return max(1, int(workers)) if str(workers).isdigit() else 1
 
 
 @checks.register("asgi")
@@ -81,8 +114,8 @@ def check_in_memory_layer_has_one_process(app_configs, **kwargs):
         checks.Error(
             f"The in-memory channel layer reaches one process only, and {processes} server "
             "processes are configured: every room would be split between them, silently.",
-            hint="Run one server process (WEB_CONCURRENCY=1), or use channels_redis' "
-            "RedisPubSubChannelLayer on a Redis that every process shares.",
+            hint="Run one server process (WEB_CONCURRENCY=1, or no --workers), or use "
+            "channels_redis' RedisPubSubChannelLayer on a Redis that every process shares.",
             id="asgi.E001",
         )
     ]
@@ -210,7 +243,7 @@ def check_servers_load_the_asgi_application(app_configs, **kwargs):
 @checks.register("asgi")
 def check_procfile_runs_an_asgi_server(app_configs, **kwargs):
     command = procfile_command()
-    server = os.path.basename(command[0]) if command else ""
+    server = server_name(command)
     worker = option(command, "--worker-class", "-k") or ""
     wsgi_server = server in WSGI_SERVERS and not worker.startswith(ASGI_WORKER_CLASSES)
     if not (wsgi_server or any(word.endswith(".wsgi:application") for word in command)):
@@ -292,4 +325,7 @@ def run_checks_at_start_up():
         else:
             logger.warning("%s", line)
     if errors:
-        raise SystemExit("\n".join(errors))
+        print("\n".join(errors), file=sys.stderr)
+        # 3 is uvicorn's code for a worker that could not start: its supervisor then stops,
+        # rather than start the worker again, and again. Every server exits non-zero.
+        raise SystemExit(3)

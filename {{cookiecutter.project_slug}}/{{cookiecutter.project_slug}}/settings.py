@@ -12,6 +12,7 @@ https://docs.djangoproject.com/en/stable/topics/settings/
 https://docs.djangoproject.com/en/stable/ref/settings/
 """
 
+import sys
 from pathlib import Path
 
 import django
@@ -28,10 +29,13 @@ if env.bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file
 def required(name, value):
     """Stop start-up with one line that names the missing variable, not a traceback."""
     if not value:
-        raise SystemExit(
+        print(
             f"ImproperlyConfigured: {name} is not set. Set it in the environment; for local"
-            " development, copy .env.example to .env (it turns DJANGO_DEBUG on)."
+            " development, copy .env.example to .env (it turns DJANGO_DEBUG on).",
+            file=sys.stderr,
         )
+        # 3, as checks.py explains: servers with workers then stop instead of retrying.
+        raise SystemExit(3)
     return value
 
 
@@ -293,20 +297,24 @@ LOGGING = {
             "formatter": LOG_FORMAT,
         },
     },
-    # The servers log through their own handlers; these are Django's and the project's.
+    # Everything that propagates to the root logger (the project's apps, libraries) lands
+    # on stdout; the servers' own loggers keep their handlers.
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        **{
-            name: {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False}
-            for name in ["django", "{{ slug }}", "users"{% if cookiecutter.websockets %}, "rooms"{% endif %}]
-        },
+        # Django's defaults (console in debug only, email to admins) give way to stdout.
+        "django": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
         "django.security.DisallowedHost": {
             "handlers": ["stdout"],
             "filters": ["client_mistake"],
             "propagate": False,
         },
+{%- if cookiecutter.server == "hypercorn" %}
+        # hypercorn's loggers have handlers of their own.
+        "hypercorn": {"propagate": False},
+{%- endif %}
 {%- if cookiecutter.database == "postgresql" %}
         # The connection pool warns when it cannot connect; its INFO lines are noise.
-        "psycopg": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        "psycopg": {"level": "WARNING"},
 {%- endif %}
     },
 }

@@ -1,0 +1,207 @@
+"""The system checks of checks.py: silent on this project, and each mistake caught."""
+
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+from django.core import checks
+from django.db.utils import ConnectionHandler
+
+from {{ cookiecutter.project_slug }} import checks as asgi_checks
+
+IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+@pytest.fixture(autouse=True)
+def one_process(monkeypatch):
+    """No worker count from the environment or the command line running these tests."""
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GRANIAN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+
+
+def test_this_project_passes_every_check(settings):
+    settings.DEBUG = False
+    assert checks.run_checks(tags=["asgi"], include_deployment_checks=True) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment"),
+    [
+        (["uvicorn", "app:app"], {"WEB_CONCURRENCY": "2"}),
+        (["uvicorn", "app:app"], {"UVICORN_WORKERS": "4"}),
+        (["uvicorn", "app:app", "--workers", "2"], {}),
+        (["/venv/bin/python", "-m", "uvicorn", "app:app", "--workers=2"], {}),
+        (["hypercorn", "app:app", "-w", "3"], {}),
+        (["granian", "--interface", "asgi", "--workers", "2", "app:app"], {}),
+        (["granian", "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "2"}),
+    ],
+)
+def test_several_processes_on_the_in_memory_layer(settings, monkeypatch, argv, environment):
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    monkeypatch.setattr(sys, "argv", argv)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    errors = asgi_checks.check_in_memory_layer_has_one_process(None)
+
+    assert ids(errors) == ["asgi.E001"]
+    assert "server processes" in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["daphne", "app:app"], ["hypercorn", "app:app", "--workers", "0"], ["uvicorn", "app:app"]],
+)
+def test_one_process_on_the_in_memory_layer_is_fine(settings, monkeypatch, argv):
+    """daphne has no workers and hypercorn's --workers 0 serves from its own process, whatever
+    WEB_CONCURRENCY says (platforms such as Heroku set it)."""
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    monkeypatch.setattr(sys, "argv", argv)
+    if argv[0] != "uvicorn":
+        monkeypatch.setenv("WEB_CONCURRENCY", "4")
+
+    assert asgi_checks.check_in_memory_layer_has_one_process(None) == []
+
+
+def test_outside_a_server_the_procfile_says_how_many(settings, monkeypatch, tmp_path):
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    (tmp_path / "Procfile").write_text("web: uvicorn app:app --workers ${WEB_CONCURRENCY:-1}\n")
+    settings.BASE_DIR = tmp_path
+    assert asgi_checks.check_in_memory_layer_has_one_process(None) == []
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+
+    assert ids(asgi_checks.check_in_memory_layer_has_one_process(None)) == ["asgi.E001"]
+
+
+def test_persistent_connections_without_the_pool(monkeypatch):
+    # Not through the settings fixture: Django warns against overriding DATABASES there.
+    database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60, "OPTIONS": {}}
+    monkeypatch.setattr(django_settings, "DATABASES", {"default": database})
+
+    assert ids(asgi_checks.check_persistent_connections_are_pooled(None)) == ["asgi.W002"]
+
+
+@pytest.mark.parametrize("where", ["MIDDLEWARE", "STORAGES"])
+def test_whitenoise(settings, where):
+    if where == "MIDDLEWARE":
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE, "whitenoise.middleware.WhiteNoiseMiddleware"]
+    else:
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+        }
+
+    assert ids(asgi_checks.check_static_files_stream_asynchronously(None)) == ["asgi.W003"]
+{%- if cookiecutter.websockets %}
+
+
+def test_any_host_in_production_lets_any_site_open_websockets(settings):
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["*"]
+
+    assert ids(asgi_checks.check_websocket_origins_are_restricted(None)) == ["asgi.W004"]
+    assert "asgi.W004" in ids(checks.run_checks(include_deployment_checks=True))
+    assert "asgi.W004" not in ids(checks.run_checks())
+{%- endif %}
+
+
+def test_runserver_without_daphne_first(settings, tmp_path):
+    (tmp_path / "Procfile.dev").write_text("web: python manage.py runserver\n")
+    settings.BASE_DIR = tmp_path
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+
+    assert ids(asgi_checks.check_daphne_comes_first(None)) == ["asgi.E005"]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("{{ cookiecutter.project_slug }}.asgi.nothing_here", "cannot be imported"),
+        ("no_such_module.application", "cannot be imported"),
+        ("{{ cookiecutter.project_slug }}.settings.DEBUG", "not callable"),
+    ],
+)
+def test_an_application_path_that_servers_cannot_load(settings, path, problem):
+    settings.ASGI_APPLICATION = path
+
+    errors = asgi_checks.check_servers_load_the_asgi_application(None)
+
+    assert "asgi.E006" in ids(errors)
+    assert problem in errors[0].msg
+
+
+def test_a_procfile_that_serves_another_object(settings, tmp_path):
+    (tmp_path / "Procfile").write_text("web: uvicorn other.asgi:application\n")
+    settings.BASE_DIR = tmp_path
+
+    errors = asgi_checks.check_servers_load_the_asgi_application(None)
+
+    assert ids(errors) == ["asgi.E006"]
+    assert "other.asgi:application" in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "gunicorn {{ cookiecutter.project_slug }}.asgi:application",
+        "gunicorn {{ cookiecutter.project_slug }}.wsgi:application -w 4",
+        "uwsgi --module {{ cookiecutter.project_slug }}.wsgi:application",
+        "waitress-serve {{ cookiecutter.project_slug }}.wsgi:application",
+    ],
+)
+def test_a_procfile_that_starts_a_wsgi_server(settings, tmp_path, command):
+    (tmp_path / "Procfile").write_text(f"web: {command}\n")
+    settings.BASE_DIR = tmp_path
+
+    assert ids(asgi_checks.check_procfile_runs_an_asgi_server(None)) == ["asgi.E007"]
+
+
+def test_gunicorn_with_an_asgi_worker_is_fine(settings, tmp_path):
+    command = "gunicorn {{ cookiecutter.project_slug }}.asgi:application -k uvicorn_worker.UvicornWorker"
+    (tmp_path / "Procfile").write_text(f"web: {command}\n")
+    settings.BASE_DIR = tmp_path
+
+    assert asgi_checks.check_procfile_runs_an_asgi_server(None) == []
+{%- if cookiecutter.websockets %}
+
+
+def test_channels_without_a_channel_layer(settings):
+    settings.CHANNEL_LAYERS = {}
+
+    assert ids(asgi_checks.check_channels_has_a_layer(None)) == ["asgi.W008"]
+{%- endif %}
+
+
+@pytest.mark.django_db
+def test_a_reachable_database_passes(settings):
+    assert asgi_checks.check_databases_accept_connections(None, databases=["default"]) == []
+
+
+@pytest.mark.django_db
+def test_an_unreachable_database_is_named_at_once(monkeypatch, tmp_path):
+    missing = tmp_path / "no" / "such" / "directory" / "db.sqlite3"
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": missing}}
+    monkeypatch.setattr(asgi_checks, "connections", ConnectionHandler(databases))
+
+    errors = asgi_checks.check_databases_accept_connections(None, databases=["default"])
+
+    assert ids(errors) == ["asgi.E009"]
+    assert "unable to open database file" in errors[0].msg
+
+
+def test_start_up_stops_on_an_error_with_one_line(settings, monkeypatch, capsys):
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    monkeypatch.setattr(sys, "argv", ["uvicorn", "app:app", "--workers", "2"])
+
+    with pytest.raises(SystemExit) as stopped:
+        asgi_checks.run_checks_at_start_up()
+
+    assert stopped.value.code == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("asgi.E001: The in-memory channel layer")
