@@ -25,6 +25,8 @@ KEEP = {
     "rooms": WEBSOCKETS,
     f"{SLUG}/routing.py": WEBSOCKETS,
     f"{SLUG}/consumers.py": WEBSOCKETS,
+    f"{SLUG}/limits.py": WEBSOCKETS,
+    "tests/test_limits.py": WEBSOCKETS,
     # daphne's own runserver is an ASGI server; the others get one that says they are not.
     f"{SLUG}/management": SERVER != "daphne",
 }

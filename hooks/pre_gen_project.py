@@ -29,7 +29,7 @@ TAKEN_NAMES = {
     # distribution and import names of every dependency, for any combination of options
     *"""
     anyio asgiref async_timeout attr attrs autobahn automat cbor2 cffi channels
-    channels_redis click colorama constantly cryptography daphne django django_environ
+    channels_redis click colorama constantly cryptography daphne django django_environ granian
     dotenv environ h11 h2 hpack httptools hypercorn hyperframe hyperlink idna incremental
     iniconfig msgpack openssl packaging pluggy priority psycopg psycopg_binary psycopg_pool
     py pycparser pygments pyopenssl pytest pytest_asyncio pytest_django python_dotenv

@@ -21,6 +21,7 @@ OPTIONAL_PATHS = {
     "rooms": lambda answers: answers["websockets"],
     "{slug}/routing.py": lambda answers: answers["websockets"],
     "{slug}/consumers.py": lambda answers: answers["websockets"],
+    "{slug}/limits.py": lambda answers: answers["websockets"],
     "{slug}/management/commands/runserver.py": lambda answers: answers["server"] != "daphne",
 }
 

@@ -212,6 +212,43 @@ def test_an_oversized_message_is_refused_and_the_server_stays_up(
         assert receive_json(bob)["message"] == "after"
 
 
+@with_websockets
+def test_a_flood_of_messages_is_cut_off_with_1008(production_server):
+    with websocket(production_server) as flooder:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            for _ in range(200):  # the burst allows 30
+                flooder.send(json.dumps({"message": "spam"}))
+            while True:
+                flooder.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008
+
+    with websocket(production_server) as bob:
+        bob.send(json.dumps({"message": "still serving"}))
+        assert receive_json(bob)["message"] == "still serving"
+
+
+def send_raw_text_frame(client, payload):
+    """A text frame as a client sends it (masked), whatever its bytes: for invalid UTF-8."""
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    client.socket.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+
+@with_websockets
+def test_invalid_utf8_closes_the_connection_without_a_traceback(deployed_project, tmp_path):
+    with start_production_server(deployed_project, tmp_path / "server.log") as server:
+        with websocket(server) as alice:
+            send_raw_text_frame(alice, b"\xff\xfe not UTF-8")
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                alice.recv(timeout=10)
+        # 1007: invalid frame payload data. daphne drops the connection without a close frame.
+        assert closed.value.rcvd is None or closed.value.rcvd.code == 1007
+        with websocket(server) as bob:
+            bob.send(json.dumps({"message": "still serving"}))
+            assert receive_json(bob)["message"] == "still serving"
+    assert "Traceback" not in server.log
+
+
 def room_size(server, room):
     return get_json(server.port, "/probe/groups")[1].get(f"room.{room}", 0)
 
@@ -241,7 +278,7 @@ def test_without_websockets_a_handshake_is_refused(production_server):
 
 
 # Whether a request in flight when SIGTERM arrives completes (README.md documents daphne's).
-FINISHES_REQUESTS_IN_FLIGHT = {"uvicorn": True, "hypercorn": True, "daphne": False}
+FINISHES_REQUESTS_IN_FLIGHT = {"uvicorn": True, "hypercorn": True, "daphne": False, "granian": True}
 
 
 def clean_exit_codes(server):

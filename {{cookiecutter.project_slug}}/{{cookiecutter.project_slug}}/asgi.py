@@ -27,6 +27,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from .checks import run_checks_at_start_up
 from .lifespan import lifespan
+{%- if cookiecutter.websockets %}
+from .limits import WebSocketLimits
+{%- endif %}
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
 {%- if cookiecutter.websockets %}
@@ -40,10 +43,10 @@ application = ProtocolTypeRouter(
     {
         "http": django_application,
         # Only pages of this site may connect (their Origin must be in ALLOWED_HOSTS); the
-        # session's user goes into scope["user"]; then the path picks a consumer, as urls.py
-        # picks a view.
+        # session's user goes into scope["user"]; each connection's messages are limited in
+        # size and rate (limits.py); then the path picks a consumer, as urls.py picks a view.
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AuthMiddlewareStack(WebSocketLimits(URLRouter(websocket_urlpatterns)))
         ),
         # The server's start-up and shutdown messages (see lifespan.py).
         "lifespan": lifespan,
