@@ -1,9 +1,13 @@
 """limits.py: what one WebSocket connection may send, whatever the consumer."""
 
+import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
 from {{ cookiecutter.project_slug }}.limits import WebSocketLimits
+
+# Consumers close stale database connections between messages.
+pytestmark = pytest.mark.django_db
 
 
 class Echo(AsyncWebsocketConsumer):
@@ -17,13 +21,13 @@ async def connected():
     return client
 
 
-async def test_a_message_over_the_size_limit_closes_the_connection_with_1009(settings):
+async def test_a_message_over_the_size_limit_closes_the_connection_with_4009(settings):
     settings.WEBSOCKET_MAX_MESSAGE_BYTES = 100
     client = await connected()
 
     await client.send_to(bytes_data=b"x" * 101)
 
-    assert await client.receive_output() == {"type": "websocket.close", "code": 1009}
+    assert await client.receive_output() == {"type": "websocket.close", "code": 4009}
 
 
 async def test_text_counts_in_utf8_bytes(settings):
@@ -32,10 +36,10 @@ async def test_text_counts_in_utf8_bytes(settings):
 
     await client.send_to(text_data="é" * 51)  # 51 characters, 102 bytes
 
-    assert await client.receive_output() == {"type": "websocket.close", "code": 1009}
+    assert await client.receive_output() == {"type": "websocket.close", "code": 4009}
 
 
-async def test_a_flood_closes_the_connection_with_1008(settings):
+async def test_a_flood_closes_the_connection_with_4008(settings):
     settings.WEBSOCKET_MESSAGE_RATE = 1
     settings.WEBSOCKET_MESSAGE_BURST = 3
     client = await connected()
@@ -45,7 +49,7 @@ async def test_a_flood_closes_the_connection_with_1008(settings):
         assert await client.receive_from() == text
     await client.send_to(text_data="four")
 
-    assert await client.receive_output() == {"type": "websocket.close", "code": 1008}
+    assert await client.receive_output() == {"type": "websocket.close", "code": 4008}
 
 
 async def test_messages_within_the_limits_go_through(settings):

@@ -2,20 +2,22 @@
 Per-connection WebSocket limits, in front of every consumer: message size and message rate.
 
 What one connection sends is counted for that connection alone: a message larger than
-settings.WEBSOCKET_MAX_MESSAGE_BYTES closes it with code 1009 (message too big), and sending
-faster than settings.WEBSOCKET_MESSAGE_RATE messages a second, beyond a burst of
-settings.WEBSOCKET_MESSAGE_BURST, closes it with 1008 (policy violation). The consumer then sees
-an ordinary disconnection, and whatever it sends after that is dropped rather than reported by
-the server as an error. Servers that limit message size themselves (uvicorn, daphne,
-hypercorn) refuse oversized messages before they get here; granian has no such setting.
+settings.WEBSOCKET_MAX_MESSAGE_BYTES closes it with code 4009, and sending faster than
+settings.WEBSOCKET_MESSAGE_RATE messages a second, beyond a burst of
+settings.WEBSOCKET_MESSAGE_BURST, closes it with 4008. (Codes 4000-4999 belong to applications;
+these mirror 1009, message too big, and 1008, policy violation, which daphne does not let an
+application send.) The consumer then sees an ordinary disconnection, and whatever it sends
+after that is dropped rather than reported by the server as an error. Servers that limit
+message size themselves (uvicorn, daphne, hypercorn) refuse oversized messages before they get
+here, with their own codes; granian has no such setting.
 """
 
 import time
 
 from django.conf import settings
 
-MESSAGE_TOO_BIG = 1009
-POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 4009
+POLICY_VIOLATION = 4008
 
 
 def size_of(message):

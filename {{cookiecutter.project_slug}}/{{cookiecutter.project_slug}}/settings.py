@@ -230,8 +230,8 @@ CACHES = {
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 {%- endif %}
 
-# What one WebSocket connection may send (limits.py): larger messages close it with code 1009,
-# more messages a second than the rate allows, beyond the burst, close it with 1008.
+# What one WebSocket connection may send (limits.py): larger messages close it with code 4009,
+# more messages a second than the rate allows, beyond the burst, close it with 4008.
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 WEBSOCKET_MESSAGE_RATE = env.float("WEBSOCKET_MESSAGE_RATE", default=10)
 WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
