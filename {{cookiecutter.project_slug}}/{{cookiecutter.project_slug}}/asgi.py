@@ -15,17 +15,18 @@ https://channels.readthedocs.io/en/stable/topics/routing.html
 """
 
 import os
-{% if cookiecutter.websockets %}
+{% if cookiecutter.websockets or proxy_middleware %}
+{%- if cookiecutter.websockets %}
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 {%- endif %}
-from django.core.asgi import get_asgi_application
 {%- if proxy_middleware %}
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 {%- endif %}
-
+{% endif %}
 from .checks import run_checks_at_start_up
+from .handler import get_asgi_application
 from .lifespan import lifespan
 {%- if cookiecutter.websockets %}
 from .limits import WebSocketLimits
@@ -33,8 +34,8 @@ from .limits import WebSocketLimits
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
 {%- if cookiecutter.websockets %}
-# Set Django up (settings, app registry) before importing the WebSocket routes: their
-# consumers import models.
+# Django's ASGI handler, whose request threads are reused (handler.py). Set Django up
+# (settings, app registry) before importing the WebSocket routes: their consumers import models.
 django_application = get_asgi_application()
 
 from .routing import websocket_urlpatterns  # noqa: E402
@@ -53,6 +54,7 @@ application = ProtocolTypeRouter(
     }
 )
 {%- else %}
+# Django's ASGI handler, whose request threads are reused (handler.py).
 django_application = get_asgi_application()
 
 

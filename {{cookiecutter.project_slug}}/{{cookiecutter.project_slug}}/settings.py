@@ -93,14 +93,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: probes answer before host validation and the HTTPS redirect.
     "{{ slug }}.health.HealthCheckMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    # Django's defaults, with the hooks that do no I/O run on the event loop (middleware.py).
+    "{{ slug }}.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "{{ slug }}.middleware.SessionMiddleware",
+    "{{ slug }}.middleware.CommonMiddleware",
+    "{{ slug }}.middleware.CsrfViewMiddleware",
+    "{{ slug }}.middleware.AuthenticationMiddleware",
+    "{{ slug }}.middleware.MessageMiddleware",
+    "{{ slug }}.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "{{ slug }}.urls"
@@ -122,6 +123,14 @@ TEMPLATES = [
 
 # There is no WSGI application: this project is served over ASGI only (see README.md).
 ASGI_APPLICATION = "{{ slug }}.asgi.application"
+# Requests served at once per server process, each in a thread of its own that later requests
+{%- if cookiecutter.database == "postgresql" %}
+# reuse (handler.py); more wait their turn. A request holds one database connection at most:
+# DATABASE_POOL_MAX_SIZE follows this number, and a smaller pool makes requests wait for one.
+{%- else %}
+# reuse (handler.py); more wait their turn.
+{%- endif %}
+ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=32)
 
 
 # Users: a model of the project's own from the start, as Django recommends, since changing
@@ -157,7 +166,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": 1,
-    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+    # As many as request threads (ASGI_REQUEST_THREADS), per process: keep server processes
+    # times max_size below PostgreSQL's max_connections (100 by default).
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=ASGI_REQUEST_THREADS),
     # Fail a request after 10 s without a free connection instead of queueing for 30 s.
     "timeout": 10,
 }

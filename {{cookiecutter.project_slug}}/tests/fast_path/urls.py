@@ -1,0 +1,110 @@
+"""Test-only views, in front of the project's own URLs (test_fast_path.py sets ROOT_URLCONF)."""
+
+import asyncio
+import threading
+import time
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.http import HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect
+from django.urls import include, path
+
+# What the views saw, for the tests to read: (event, thread) in order, and more.
+EVENTS = []
+SEEN = {}
+
+
+async def async_view(request):
+    return JsonResponse({"ok": True})
+
+
+def sync_view(request):
+    return JsonResponse({"ok": True})
+
+
+def token(request):
+    return JsonResponse({"token": get_token(request)})
+
+
+def form(request):
+    return JsonResponse({"fields": sorted(request.POST), "files": sorted(request.FILES)})
+
+
+async def async_form(request):
+    return JsonResponse({"fields": sorted(request.POST), "files": sorted(request.FILES)})
+
+
+def whoami(request):
+    return JsonResponse({"user": request.user.get_username()})
+
+
+async def async_whoami(request):
+    user = await request.auser()
+    return JsonResponse({"user": user.get_username()})
+
+
+def counter(request):
+    request.session["n"] = request.session.get("n", 0) + 1
+    return JsonResponse({"n": request.session["n"]})
+
+
+async def async_counter(request):
+    n = await request.session.aget("n", 0) + 1
+    await request.session.aset("n", n)
+    return JsonResponse({"n": n})
+
+
+def add_message(request):
+    messages.info(request, "from a sync view")
+    return redirect("/fast/messages/")
+
+
+async def async_add_message(request):
+    messages.info(request, "from an async view")
+    return redirect("/fast/messages/")
+
+
+def show_messages(request):
+    return JsonResponse({"messages": [str(message) for message in messages.get_messages(request)]})
+
+
+def slow(request):
+    EVENTS.append(("view", threading.current_thread()))
+    time.sleep(float(request.GET.get("seconds", 0)))
+    EVENTS.append(("view done", threading.current_thread()))
+    return JsonResponse({"ok": True})
+
+
+async def background(request):
+    """Starts a task that outlives the request, then calls sync code."""
+
+    async def later():
+        await asyncio.sleep(0.01)
+        try:
+            SEEN["late call"] = await sync_to_async(threading.current_thread)()
+        except RuntimeError as error:
+            SEEN["late call"] = error
+
+    SEEN["task"] = asyncio.create_task(later())
+    return HttpResponse()
+
+
+urlpatterns = [
+    path("fast/async/", async_view),
+    path("fast/sync/", sync_view),
+    path("fast/token/", token),
+    path("fast/form/", form),
+    path("fast/async-form/", async_form),
+    path("fast/whoami/", whoami),
+    path("fast/async-whoami/", async_whoami),
+    path("fast/counter/", counter),
+    path("fast/async-counter/", async_counter),
+    path("fast/add-message/", add_message),
+    path("fast/async-add-message/", async_add_message),
+    path("fast/messages/", show_messages),
+    path("fast/slow/", slow),
+    path("fast/background/", background),
+    path("", include("{{ cookiecutter.project_slug }}.urls")),
+]

@@ -1,0 +1,404 @@
+"""
+middleware.py and handler.py answer as Django's own stack does, with far fewer thread hops.
+
+Each scenario runs on two handlers built here from the project's settings: "stock", Django's
+ASGIHandler with Django's default middleware (the project's other middleware in place), and
+"fast", handler.py's PooledASGIHandler with MIDDLEWARE. A scenario asserts what a browser must
+see; then both stacks' transcripts (status, every header in order, body; with dates and random
+values masked) must be identical.
+"""
+
+import asyncio
+import re
+import threading
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished, request_started
+from django.test import override_settings
+
+from {{ cookiecutter.project_slug }} import middleware
+from {{ cookiecutter.project_slug }}.handler import PooledASGIHandler
+
+from .fast_path import urls
+from .fast_path.client import Client, call, count_hops, http_scope, multipart
+
+# Django's default MIDDLEWARE, whose classes the project's middleware.py subclasses.
+DJANGO_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+PASSWORD = "correct horse battery staple"
+REJECTED = b"CSRF verification failed"
+# Requests run in threads of their own, on database connections of their own, which see only
+# committed data: tests that use the database commit, and empty it afterwards.
+uses_database = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_path_settings(settings):
+    settings.ROOT_URLCONF = urls.__name__
+    # HSTS is off in development: on, to compare.
+    settings.SECURE_HSTS_SECONDS = 3600
+    # Logging in twice per stack: a fast hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_superuser("alice", "alice@example.com", PASSWORD)
+
+
+def stock_middleware():
+    """MIDDLEWARE with Django's classes in place of middleware.py's."""
+    django_paths = {path.rpartition(".")[2]: path for path in DJANGO_MIDDLEWARE}
+    ours = f"{middleware.__name__}."
+    stock = [
+        django_paths[path.removeprefix(ours)] if path.startswith(ours) else path
+        for path in django_settings.MIDDLEWARE
+    ]
+    assert [path for path in stock if path in DJANGO_MIDDLEWARE] == DJANGO_MIDDLEWARE
+    return stock
+
+
+@pytest.fixture
+def build():
+    """build() makes both stacks, from the settings in force when it is called."""
+    fast_handlers = []
+
+    def build(max_threads=None):
+        with override_settings(MIDDLEWARE=stock_middleware()):
+            stock = ASGIHandler()
+        fast_handlers.append(PooledASGIHandler(max_threads))
+        return {"stock": stock, "fast": fast_handlers[-1]}
+
+    yield build
+    for handler in fast_handlers:
+        handler.pool.shutdown()
+
+
+@pytest.fixture
+def stacks(build):
+    return build()
+
+
+async def on_both(stacks, scenario):
+    transcripts = {}
+    for name, app in stacks.items():
+        client = Client(app)
+        await scenario(client)
+        transcripts[name] = client.transcript
+    assert transcripts["fast"] == transcripts["stock"]
+
+
+async def form_token(client, path):
+    response = await client.get(path)
+    return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', response.body)[1].decode()
+
+
+async def log_in(client, password=PASSWORD):
+    token = await form_token(client, "/accounts/login/")
+    data = {"username": "alice", "password": password, "csrfmiddlewaretoken": token}
+    return await client.post("/accounts/login/", data)
+
+
+async def test_security_headers(stacks):
+    async def scenario(client):
+        for path in ("/fast/async/", "/fast/sync/", "/accounts/login/"):
+            response = await client.get(path)
+            assert response.status == 200
+            assert response.header("x-content-type-options") == "nosniff"
+            assert response.header("referrer-policy") == "same-origin"
+            assert response.header("cross-origin-opener-policy") == "same-origin"
+            assert response.header("x-frame-options") == "DENY"
+            assert response.header("strict-transport-security") is None
+            response = await client.get(path, scheme="https")
+            hsts = "max-age=3600; includeSubDomains; preload"
+            assert response.header("strict-transport-security") == hsts
+
+    await on_both(stacks, scenario)
+
+
+async def test_https_redirect(settings, build):
+    settings.SECURE_SSL_REDIRECT = True
+
+    async def scenario(client):
+        response = await client.get("/fast/sync/?a=1")
+        assert response.status == 301
+        assert response.header("location") == "https://testserver/fast/sync/?a=1"
+        assert (await client.get("/fast/async/", scheme="https")).status == 200
+
+    await on_both(build(), scenario)
+
+
+@uses_database
+async def test_vary_cookie(stacks):
+    async def scenario(client):
+        assert (await client.get("/fast/sync/")).header("vary") is None
+        response = await client.get("/fast/token/")  # Sets the CSRF cookie.
+        assert response.header("vary") == "Cookie" and response.cookie("csrftoken")
+        response = await client.get("/fast/counter/")  # Saves the session.
+        assert response.header("vary") == "Cookie" and response.cookie("sessionid")
+        response = await client.get("/fast/whoami/")  # Reads it.
+        assert response.header("vary") == "Cookie" and response.cookie("sessionid") is None
+        assert (await client.get("/fast/async-whoami/")).header("vary") == "Cookie"
+        assert (await client.get("/fast/sync/")).header("vary") is None
+
+    await on_both(stacks, scenario)
+
+
+async def test_append_slash(stacks):
+    async def scenario(client):
+        for path, location in [
+            ("/fast/sync", "/fast/sync/"),
+            ("/fast/async?a=1", "/fast/async/?a=1"),
+            ("/accounts/login", "/accounts/login/"),
+        ]:
+            response = await client.get(path)
+            assert response.status == 301 and response.header("location") == location
+        assert (await client.get("/fast/nowhere")).status == 404
+
+    await on_both(stacks, scenario)
+
+
+async def test_disallowed_host(stacks):
+    async def scenario(client):
+        for path in ("/fast/sync/", "/fast/async/", "/accounts/login/"):
+            assert (await client.get(path, host="evil.example")).status == 400
+        assert (await client.post("/fast/form/", host="evil.example")).status == 400
+
+    await on_both(stacks, scenario)
+
+
+async def test_csrf(stacks, settings):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000  # Larger bodies are spooled to disk.
+
+    async def scenario(client):
+        for path in ("/fast/form/", "/fast/async-form/"):
+            response = await client.post(path, {"a": "1"})  # No CSRF cookie yet.
+            assert response.status == 403 and REJECTED in response.body
+        token = (await client.get("/fast/token/")).json()["token"]
+        for path in ("/fast/form/", "/fast/async-form/"):
+            assert (await client.post(path, {"a": "1"})).status == 403
+            assert (await client.post(path, {"csrfmiddlewaretoken": "x" * 64})).status == 403
+            data = {"a": "1", "csrfmiddlewaretoken": token}
+            evil = [("origin", "http://evil.example")]
+            assert (await client.post(path, data, headers=evil)).status == 403
+            response = await client.post(path, data)
+            assert response.status == 200 and response.json()["fields"] == sorted(data)
+            response = await client.post(path, {"a": "1"}, headers=[("x-csrftoken", token)])
+            assert response.status == 200
+            assert (await client.post(path, {**data, "a": "x" * 2000})).status == 200
+            body, content_type = multipart(data, {"file": b"content"})
+            response = await client.request("POST", path, body=body, content_type=content_type)
+            assert response.status == 200 and response.json()["files"] == ["file"]
+
+    await on_both(stacks, scenario)
+
+
+@uses_database
+async def test_login_and_logout(stacks, alice):
+    async def scenario(client):
+        assert (await client.get("/fast/whoami/")).json() == {"user": ""}
+        assert (await client.get("/fast/async-whoami/")).json() == {"user": ""}
+        response = await client.get("/admin/")
+        assert response.status == 302 and response.header("location").startswith("/admin/login/")
+
+        response = await log_in(client, password="wrong")
+        assert response.status == 200 and response.cookie("sessionid") is None
+        csrf_cookie = client.cookies["csrftoken"]
+        response = await log_in(client)
+        assert response.status == 302 and response.cookie("sessionid")
+        assert response.cookie("csrftoken") not in (None, csrf_cookie)  # Rotated.
+        assert (await client.get("/fast/whoami/")).json() == {"user": "alice"}
+        assert (await client.get("/fast/async-whoami/")).json() == {"user": "alice"}
+        assert (await client.get("/admin/")).status == 200
+
+        token = await form_token(client, "/")  # Of the page's logout form.
+        response = await client.post("/accounts/logout/", {"csrfmiddlewaretoken": token})
+        assert response.status == 302 and "sessionid" not in client.cookies
+        assert (await client.get("/fast/whoami/")).json() == {"user": ""}
+        assert (await client.get("/fast/async-whoami/")).json() == {"user": ""}
+
+    await on_both(stacks, scenario)
+
+
+@uses_database
+async def test_session_writes_persist(stacks):
+    async def scenario(client):
+        paths = ["/fast/counter/", "/fast/async-counter/", "/fast/counter/", "/fast/async-counter/"]
+        for n, path in enumerate(paths, 1):
+            assert (await client.get(path)).json() == {"n": n}
+
+    await on_both(stacks, scenario)
+
+
+async def test_messages_are_shown_once(stacks):
+    async def scenario(client):
+        for path, text in [
+            ("/fast/add-message/", "from a sync view"),
+            ("/fast/async-add-message/", "from an async view"),
+        ]:
+            assert (await client.get(path)).status == 302
+            assert (await client.get("/fast/messages/")).json() == {"messages": [text]}
+            assert (await client.get("/fast/messages/")).json() == {"messages": []}
+
+    await on_both(stacks, scenario)
+
+
+@pytest.fixture
+def events():
+    """urls.EVENTS, with Django's request_started and request_finished signals in it."""
+    urls.EVENTS.clear()
+
+    def started(**kwargs):
+        urls.EVENTS.append(("started", threading.current_thread()))
+
+    def finished(**kwargs):
+        urls.EVENTS.append(("finished", threading.current_thread()))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    yield urls.EVENTS
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+def one_thread_each(events):
+    """The thread of each request in `events`, which must all be complete and on one thread."""
+    threads = []
+    for start in range(0, len(events), 4):
+        request = events[start : start + 4]
+        assert [event for event, _ in request] == ["started", "view", "view done", "finished"]
+        assert len({thread for _, thread in request}) == 1
+        threads.append(request[0][1])
+    return threads
+
+
+async def test_each_request_runs_in_one_thread_and_threads_are_reused(stacks, events):
+    threads, started = {}, {}
+    for name, app in stacks.items():
+        client = Client(app)
+        await client.get("/fast/sync/")
+        events.clear()
+        with count_hops() as counts:
+            for _ in range(5):
+                await client.get("/fast/slow/")
+        threads[name] = one_thread_each(events)
+        started[name] = counts["threads"]
+    assert len(set(threads["stock"])) == 5 and started["stock"] >= 5  # A new one per request.
+    assert len(set(threads["fast"])) == 1 and started["fast"] == 0
+
+
+async def test_at_most_max_threads_requests_run_at_once(build, events):
+    app = build(max_threads=2)["fast"]
+    slow = [Client(app).get("/fast/slow/?seconds=0.05") for _ in range(4)]
+    responses = await asyncio.gather(*slow)
+    assert [response.status for response in responses] == [200] * 4
+    assert len(set(thread for event, thread in events if event == "view")) == 2
+    assert app.pool.started == len(app.pool.idle) == 2
+
+
+async def test_a_task_that_outlives_its_request_gets_no_thread(stacks):
+    late_call = {}
+    for name, app in stacks.items():
+        assert (await Client(app).get("/fast/background/")).status == 200
+        await urls.SEEN["task"]
+        late_call[name] = urls.SEEN["late call"]
+    # Django's handler starts a thread for it, unrelated to any request.
+    assert isinstance(late_call["stock"], threading.Thread)
+    assert isinstance(late_call["fast"], RuntimeError)
+    assert "ThreadSensitiveContext has exited" in str(late_call["fast"])
+
+
+async def test_a_client_that_goes_away_leaks_nothing(stacks, events):
+    app = stacks["fast"]
+    await Client(app).get("/fast/sync/")
+    threads_before = threading.active_count()
+
+    async def go_away_once_the_view_runs(gone):
+        while not any(event == "view" for event, _ in events):
+            await asyncio.sleep(0.005)
+        gone.set()
+
+    for _ in range(2):
+        events.clear()
+        gone = asyncio.Event()
+        leaving = asyncio.create_task(go_away_once_the_view_runs(gone))
+        scope = http_scope("GET", "/fast/slow/?seconds=0.1")
+        assert await call(app, scope, disconnect=gone) is None  # Nothing sent.
+        await leaving
+        # The view ran to its end, then request_finished (which closes database connections),
+        # in the same thread.
+        one_thread_each(events)
+    assert app.pool.started == len(app.pool.idle) == 1
+    assert threading.active_count() == threads_before
+
+
+async def hops_per_request(app):
+    """Hops of each kind of request, made by a signed-in browser."""
+    client = Client(app)
+    assert (await log_in(client)).status == 302
+    token = client.cookies["csrftoken"]
+    requests = {
+        "async view": lambda: client.get("/fast/async/"),
+        "sync view": lambda: client.get("/fast/sync/"),
+        "login page": lambda: client.get("/accounts/login/"),
+        "signed-in sync view": lambda: client.get("/fast/whoami/"),
+        "signed-in async view": lambda: client.get("/fast/async-whoami/"),
+        "session write": lambda: client.get("/fast/counter/"),
+        "form accepted": lambda: client.post("/fast/form/", {"csrfmiddlewaretoken": token}),
+        "form rejected": lambda: client.post("/fast/form/", {}),
+    }
+    hops = {}
+    for request, send in requests.items():
+        await send()  # Warm up.
+        with count_hops() as counts:
+            response = await send()
+        assert response.status == (403 if request == "form rejected" else 200)
+        hops[request] = counts["hops"]
+    return hops
+
+
+@uses_database
+async def test_the_fast_stack_makes_far_fewer_hops(stacks, alice):
+    stock = await hops_per_request(stacks["stock"])
+    fast = await hops_per_request(stacks["fast"])
+    # Django's handler makes 15 for an async view: 13 around its middleware, request_started
+    # and response.close(). Only the last two are left.
+    assert fast["async view"] == 2
+    for request in stock:
+        assert fast[request] <= stock[request] - 12, (request, stock, fast)
+
+
+class UndeclaredSessionMiddleware(middleware.SessionMiddleware):
+    """A project's subclass, which says nothing about where its hooks may run."""
+
+
+class DeclaredSessionMiddleware(middleware.SessionMiddleware):
+    run_hooks_on_loop = True
+
+
+@pytest.mark.parametrize(
+    ("subclass", "hops"), [(UndeclaredSessionMiddleware, 4), (DeclaredSessionMiddleware, 2)]
+)
+async def test_subclasses_get_djangos_dispatch_unless_they_declare_theirs(settings, subclass, hops):
+    settings.MIDDLEWARE = [
+        f"{__name__}.{subclass.__name__}" if path.endswith(".SessionMiddleware") else path
+        for path in settings.MIDDLEWARE
+    ]
+    app = PooledASGIHandler()
+    try:
+        await Client(app).get("/fast/async/")
+        with count_hops() as counts:
+            await Client(app).get("/fast/async/")
+    finally:
+        app.pool.shutdown()
+    assert counts["hops"] == hops

@@ -1,0 +1,229 @@
+"""
+Django's default middleware, with the hooks that do no I/O run on the event loop.
+
+Under ASGI, Django calls each `process_request` and `process_response` of its middleware
+through `sync_to_async(thread_sensitive=True)`, and wraps CSRF's `process_view` in one more:
+13 round trips to the request's thread per request with the default MIDDLEWARE, almost all
+around code that reads headers and sets attributes.
+
+Each class here subclasses Django's own and changes only where Django's hooks run. The hooks
+are Django's, called unmodified: on the event loop when the branch about to run does no I/O,
+otherwise in the request's thread, exactly as Django would:
+
+- SessionMiddleware.process_response, when Django will save the session. Loading a session is
+  lazy: it happens where the view first uses it, never in these hooks.
+- MessageMiddleware.process_response, when messages were read or added.
+- CsrfViewMiddleware: every hook with CSRF_USE_SESSIONS; `process_view` when `request.POST`
+  may parse a multipart body or read one spooled to disk; the failure view and its logging.
+- SecurityMiddleware, CommonMiddleware, AuthenticationMiddleware (it installs a lazy
+  `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
+
+Trust model: only the classes of this module run hooks on the loop. A subclass of them (the
+project's own) gets Django's dispatch back, unless its class body sets
+`run_hooks_on_loop = True`, promising that its code does no I/O on the branches kept on the
+loop; the flag is not inherited. Sessions and messages stay on the loop only with Django's
+built-in engines and storages; any other gets Django's dispatch. A body's size is taken from
+Content-Length, which the server enforced while framing the body; without one, the body may be
+large. Were a branch misjudged, database access on the loop would raise
+SynchronousOnlyOperation (keep DJANGO_ALLOW_ASYNC_UNSAFE unset). Under WSGI and Django's test
+client (`async_mode` false), nothing changes. tests/test_fast_path.py compares the two stacks.
+
+Undocumented Django internals relied upon:
+- `MiddlewareMixin.async_mode`, set by `MiddlewareMixin.__init__`.
+- `SessionBase.modified` and `SessionBase.is_empty()`.
+- `BaseStorage.used` and `BaseStorage.added_new` (messages).
+- `CsrfViewMiddleware._reject(request, reason)`: where `process_view` renders the failure
+  view and logs, its result returned as is.
+- `BaseHandler.load_middleware` leaving a coroutine-function `process_view` unwrapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.contrib.messages.storage.fallback import FallbackStorage
+from django.contrib.messages.storage.session import SessionStorage
+from django.contrib.sessions import middleware as sessions
+from django.http import HttpRequest, HttpResponseBase
+from django.middleware import clickjacking, common, csrf, security
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.module_loading import import_string
+
+SESSION_ENGINES = frozenset(
+    f"django.contrib.sessions.backends.{name}"
+    for name in ("db", "cache", "cached_db", "file", "signed_cookies")
+)
+MESSAGE_STORAGES = (FallbackStorage, CookieStorage, SessionStorage)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+
+
+async def call(in_thread: bool, hook: Callable[..., Any], *args: Any) -> Any:
+    """Call `hook` on the loop, or in the request's thread as Django would."""
+    if in_thread:
+        return await sync_to_async(hook, thread_sensitive=True)(*args)
+    return hook(*args)
+
+
+class LoopDispatch(MiddlewareMixin):
+    """MiddlewareMixin.__acall__, with each hook on the loop unless it is about to do I/O.
+
+    Mixed in before Django's class. Subclasses say which branches need a thread.
+    """
+
+    run_hooks_on_loop = True
+
+    def __init__(self, get_response: Callable[..., Any]) -> None:
+        super().__init__(get_response)
+        self.hooks_on_loop: bool = (
+            self.async_mode
+            and vars(type(self)).get("run_hooks_on_loop") is True
+            and self.settings_allow_loop()
+        )
+
+    def settings_allow_loop(self) -> bool:
+        return True
+
+    def request_in_thread(self, request: HttpRequest) -> bool:
+        return False
+
+    def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        return False
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.hooks_on_loop:
+            return self.acall_on_loop(request)
+        return super().__call__(request)
+
+    async def acall_on_loop(self, request: HttpRequest) -> HttpResponseBase:
+        response = None
+        if hasattr(self, "process_request"):
+            response = await call(self.request_in_thread(request), self.process_request, request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            in_thread = self.response_in_thread(request, response)
+            response = await call(in_thread, self.process_response, request, response)
+        return cast(HttpResponseBase, response)
+
+
+class SecurityMiddleware(LoopDispatch, security.SecurityMiddleware):
+    run_hooks_on_loop = True
+
+
+class CommonMiddleware(LoopDispatch, common.CommonMiddleware):
+    run_hooks_on_loop = True
+
+
+class AuthenticationMiddleware(LoopDispatch, auth.AuthenticationMiddleware):
+    run_hooks_on_loop = True
+
+
+class XFrameOptionsMiddleware(LoopDispatch, clickjacking.XFrameOptionsMiddleware):
+    run_hooks_on_loop = True
+
+
+class SessionMiddleware(LoopDispatch, sessions.SessionMiddleware):
+    run_hooks_on_loop = True
+
+    def settings_allow_loop(self) -> bool:
+        return settings.SESSION_ENGINE in SESSION_ENGINES
+
+    def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        session = getattr(request, "session", None)
+        if session is None:
+            return False  # Django returns the response untouched.
+        if type(session) is not self.SessionStore:
+            return True  # Replaced by other code: don't guess.
+        # The only branch on which Django loads the session's expiry and saves it.
+        return (session.modified or settings.SESSION_SAVE_EVERY_REQUEST) and not session.is_empty()
+
+
+class MessageMiddleware(LoopDispatch, messages.MessageMiddleware):
+    run_hooks_on_loop = True
+
+    def settings_allow_loop(self) -> bool:
+        return import_string(settings.MESSAGE_STORAGE) in MESSAGE_STORAGES
+
+    def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        storage = getattr(request, "_messages", None)
+        if storage is None:
+            return False  # Django returns the response untouched.
+        if type(storage) not in MESSAGE_STORAGES:
+            return True
+        # BaseStorage.update() touches the session or cookie only if either is set.
+        return bool(storage.used or storage.added_new)
+
+
+class RejectInThread(Exception):
+    """Raised on the loop by CsrfViewMiddleware._reject: render the failure view in a thread."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
+    run_hooks_on_loop = True
+
+    def __init__(self, get_response: Callable[..., Any]) -> None:
+        super().__init__(get_response)
+        if self.hooks_on_loop:
+            # load_middleware wraps a sync process_view in sync_to_async, a coroutine function
+            # it leaves alone. On the instance: under WSGI, Django's own stays.
+            self.process_view = self.aprocess_view  # type: ignore[method-assign]
+
+    def request_in_thread(self, request: HttpRequest) -> bool:
+        return bool(settings.CSRF_USE_SESSIONS)
+
+    def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
+        return bool(settings.CSRF_USE_SESSIONS)
+
+    def view_in_thread(self, request: HttpRequest) -> bool:
+        if settings.CSRF_USE_SESSIONS:
+            return True
+        if request.method in SAFE_METHODS:
+            return False  # Accepted before the body is looked at.
+        # Otherwise request.POST may be read: on the loop only if it is small, in memory and
+        # not multipart (whose parser runs the upload handlers).
+        if (request.content_type or "").startswith("multipart/"):
+            return True
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return True
+        return not 0 <= length <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+
+    async def aprocess_view(
+        self,
+        request: HttpRequest,
+        callback: Callable[..., Any],
+        callback_args: tuple[Any, ...],
+        callback_kwargs: dict[str, Any],
+    ) -> HttpResponseBase | None:
+        args = (request, callback, callback_args, callback_kwargs)
+        if self.view_in_thread(request):
+            return cast(HttpResponseBase | None, await call(True, super().process_view, *args))
+        try:
+            return super().process_view(*args)
+        except RejectInThread as reject:
+            # Django's failure view and its logging may do I/O (templates, log handlers).
+            response = await call(True, super()._reject, request, reject.reason)
+            return cast(HttpResponseBase, response)
+
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponseBase:
+        if self.hooks_on_loop and on_event_loop():
+            raise RejectInThread(reason)
+        return cast(HttpResponseBase, super()._reject(request, reason))
