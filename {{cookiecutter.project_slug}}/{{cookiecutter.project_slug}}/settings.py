@@ -17,6 +17,10 @@ from pathlib import Path
 
 import django
 import environ
+{%- if redis %}
+
+from .sentinel import redis_connection_options
+{%- endif %}
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,10 +220,29 @@ SERVESTATIC_MANIFEST_STRICT = False
 # gives up for good after a Redis restart, and open WebSockets never hear their room again.
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# With Redis Sentinel, the Sentinels (REDIS_SENTINELS=host:port,...) say which server is the
+# primary of REDIS_SENTINEL_MASTER, before and after a failover; REDIS_URL then gives only
+# the database number and the password.
+# https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/
+REDIS_SENTINELS = [
+    (address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
+    for address in env.list("REDIS_SENTINELS", default=[])
+]
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="mymaster")
+
+if REDIS_SENTINELS:
+    _redis = {
+        "sentinels": REDIS_SENTINELS,
+        "master_name": REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": {"socket_timeout": 2},
+        **redis_connection_options(REDIS_URL),
+    }
+else:
+    _redis = {"address": REDIS_URL}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
+        "CONFIG": {"hosts": [{**_redis, "socket_timeout": 10}]},
     },
 }
 
@@ -230,7 +253,12 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            # Through the Sentinels when there are some (sentinel.py).
+            **({"pool_class": "{{ slug }}.sentinel.SentinelPool"} if REDIS_SENTINELS else {}),
+        },
         "KEY_PREFIX": "{{ slug }}",
     },
 }
