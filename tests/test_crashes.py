@@ -1,0 +1,81 @@
+"""
+A worker process that crashes (kill -9), per server: servers with workers start a new one and
+go on serving; servers without workers die with it, visibly, for the process manager to start
+them again.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import status_or_none, wait_for
+from matrix import OPTIONS
+from projects import start_production_server
+
+pytestmark = pytest.mark.slow
+
+# The servers whose production command runs worker processes under a supervisor.
+WITH_WORKERS = {"uvicorn", "granian"}
+
+
+@pytest.fixture(params=OPTIONS["server"])
+def crash_project(request, deployed_chat_project):
+    answers = {
+        "server": request.param,
+        "websockets": True,
+        "channel_layer": "redis",
+        "database": "sqlite",
+    }
+    return deployed_chat_project(answers)
+
+
+def workers(pid):
+    """The worker processes a supervisor started (its children, but multiprocessing's resource
+    tracker), from /proc."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            parent = next(
+                line.split()[1]
+                for line in status.read_text().splitlines()
+                if line.startswith("PPid:")
+            )
+            command = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, StopIteration):
+            continue
+        if parent == str(pid) and b"resource_tracker" not in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_a_crashed_worker(crash_project, redis_server, tmp_path):
+    name = crash_project.answers["server"]
+    variables = {"REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "2"}
+    with start_production_server(crash_project, tmp_path / "server.log", **variables) as server:
+        if name not in WITH_WORKERS:
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(10)
+            # Dead and visibly so (-9): restart policies ("on-failure", Kubernetes) act on it.
+            assert server.process.returncode == -signal.SIGKILL
+            return
+        wait_for(lambda: len(workers(server.process.pid)) == 2, 20, "two workers")
+        before = set(workers(server.process.pid))
+        victim = sorted(before)[0]
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        # The other worker goes on serving meanwhile.
+        assert status_or_none(server.port, "/healthz") == 200
+        wait_for(
+            lambda: len(set(workers(server.process.pid)) - before) == 1,
+            30,
+            "a new worker",
+            interval=0.05,
+        )
+        respawned = time.monotonic() - killed
+        print(f"\n{name}: a new worker {respawned:.2f} s after kill -9")
+        assert server.process.poll() is None
+        for _ in range(10):
+            assert status_or_none(server.port, "/healthz") == 200
