@@ -122,3 +122,36 @@ def test_two_people_sign_up_log_in_and_chat(browser, chat_project, request, tmp_
     assert (tmp_path / "bob.png").stat().st_size > 0
     for server in servers:
         assert server.log_problems() == []
+
+
+@pytest.fixture(params=OPTIONS["server"])
+def one_process_chat_project(request, deployed_chat_project):
+    answers = {
+        "server": request.param,
+        "websockets": True,
+        "channel_layer": "in-memory",
+        "database": "sqlite",
+    }
+    return deployed_chat_project(answers)
+
+
+def test_the_page_reconnects_after_a_server_restart(browser, one_process_chat_project, tmp_path):
+    port = free_port()
+    site = f"http://127.0.0.1:{port}"
+    context = browser.new_context(extra_http_headers=HTTPS)
+    try:
+        page = context.new_page()
+        with start_production_server(one_process_chat_project, tmp_path / "1.log", port) as server:
+            join(page, site)
+        # The server is gone: the page says it is reconnecting, and keeps trying.
+        expect(page.locator("#state")).to_contain_text("reconnecting", timeout=15_000)
+        with start_production_server(one_process_chat_project, tmp_path / "2.log", port) as server:
+            expect(page.locator("#state")).to_contain_text(
+                'Connected to room "browsers".', timeout=30_000
+            )
+            say(page, "back again")
+            expect(page.locator("#log")).to_contain_text("anonymous: back again")
+            page.screenshot(path=tmp_path / "reconnected.png")
+        assert server.log_problems() == []
+    finally:
+        context.close()
