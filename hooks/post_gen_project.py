@@ -26,6 +26,8 @@ KEEP = {
     f"{SLUG}/routing.py": WEBSOCKETS,
     f"{SLUG}/consumers.py": WEBSOCKETS,
     f"{SLUG}/limits.py": WEBSOCKETS,
+    f"{SLUG}/origins.py": WEBSOCKETS,
+    "tests/test_origins.py": WEBSOCKETS,
     f"{SLUG}/sentinel.py": CHANNEL_LAYER == "redis",
     "tests/test_limits.py": WEBSOCKETS,
     # daphne's own runserver is an ASGI server; the others get one that says they are not.

@@ -22,6 +22,7 @@ OPTIONAL_PATHS = {
     "{slug}/routing.py": lambda answers: answers["websockets"],
     "{slug}/consumers.py": lambda answers: answers["websockets"],
     "{slug}/limits.py": lambda answers: answers["websockets"],
+    "{slug}/origins.py": lambda answers: answers["websockets"],
     "{slug}/sentinel.py": lambda answers: answers["channel_layer"] == "redis",
     "{slug}/management/commands/runserver.py": lambda answers: answers["server"] != "daphne",
 }

@@ -173,7 +173,8 @@ class ChatClient:
                 connection = ws_connect(
                     f"ws://{self.cluster.lb}{ROOM}",
                     sock=sock,
-                    origin=f"http://{self.cluster.lb}",
+                    # The page came through the load balancer, over HTTPS.
+                    origin=f"https://{self.cluster.lb}",
                     open_timeout=5,
                     close_timeout=2,
                 )

@@ -181,8 +181,13 @@ def test_a_signed_in_users_messages_carry_their_username(production_server):
 
 
 @with_websockets
-@pytest.mark.parametrize("origin", ["http://evil.example", None], ids=["foreign", "none"])
-def test_handshakes_from_other_sites_are_refused(production_server, origin):
+@pytest.mark.parametrize(
+    "origin",
+    ["http://evil.example", "http://localhost:{port}", "http://127.0.0.1:1", None],
+    ids=["foreign", "other-allowed-host", "other-port", "none"],
+)
+def test_handshakes_from_other_origins_are_refused(production_server, origin):
+    origin = origin and origin.format(port=production_server.port)
     assert refused_status(production_server, "/ws/rooms/lobby/", origin=origin) == 403
 
 

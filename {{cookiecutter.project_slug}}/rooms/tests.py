@@ -9,8 +9,9 @@ from {{ cookiecutter.project_slug }}.asgi import application
 # Consumers run in their own threads and tasks: only committed data is visible to them.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Browsers send the page's origin: one of ALLOWED_HOSTS for the project's own pages.
-SAME_SITE = [(b"origin", f"http://{settings.ALLOWED_HOSTS[0].lstrip('.')}".encode())]
+# A page of the site itself: its origin is the scheme, host and port the socket goes to.
+HOST = settings.ALLOWED_HOSTS[0].lstrip(".")
+SAME_SITE = [(b"host", HOST.encode()), (b"origin", f"http://{HOST}".encode())]
 
 
 @pytest.fixture(autouse=True)

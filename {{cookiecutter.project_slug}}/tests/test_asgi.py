@@ -37,14 +37,19 @@ async def test_start_up_and_shutdown_are_acknowledged():
 {%- if cookiecutter.websockets %}
 
 
-# Browsers send the page's origin: one of ALLOWED_HOSTS for the project's own pages.
-SAME_SITE = [(b"origin", f"http://{settings.ALLOWED_HOSTS[0].lstrip('.')}".encode())]
+# A page of the site itself: its origin is the scheme, host and port the socket goes to.
+HOST = settings.ALLOWED_HOSTS[0].lstrip(".")
+SAME_SITE = [(b"host", HOST.encode()), (b"origin", f"http://{HOST}".encode())]
 
 
 @pytest.mark.parametrize(
     "headers",
-    [[(b"origin", b"http://evil.example")], []],
-    ids=["foreign-origin", "no-origin"],
+    [
+        [(b"host", HOST.encode()), (b"origin", b"http://evil.example")],
+        [(b"host", HOST.encode()), (b"origin", f"http://{HOST}:1".encode())],
+        [(b"host", HOST.encode())],
+    ],
+    ids=["foreign-origin", "other-port", "no-origin"],
 )
 async def test_handshakes_from_other_sites_are_refused(headers):
     connected, _ = await WebsocketCommunicator(application, "/ws/rooms/lobby/", headers).connect()

@@ -19,7 +19,6 @@ import os
 {%- if cookiecutter.websockets %}
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 {%- endif %}
 {%- if proxy_middleware %}
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -30,6 +29,7 @@ from .handler import get_asgi_application
 from .lifespan import lifespan
 {%- if cookiecutter.websockets %}
 from .limits import WebSocketLimits
+from .origins import SameOriginValidator
 {%- endif %}
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings")
@@ -43,10 +43,10 @@ from .routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        # Only pages of this site may connect (their Origin must be in ALLOWED_HOSTS); the
-        # session's user goes into scope["user"]; each connection's messages are limited in
-        # size and rate (limits.py); then the path picks a consumer, as urls.py picks a view.
-        "websocket": AllowedHostsOriginValidator(
+        # Only pages of this site may connect, as for forms (origins.py); the session's user
+        # goes into scope["user"]; each connection's messages are limited in size and rate
+        # (limits.py); then the path picks a consumer, as urls.py picks a view.
+        "websocket": SameOriginValidator(
             AuthMiddlewareStack(WebSocketLimits(URLRouter(websocket_urlpatterns)))
         ),
         # The server's start-up and shutdown messages (see lifespan.py).

@@ -166,9 +166,9 @@ def check_websocket_origins_are_restricted(app_configs, **kwargs):
         return []
     return [
         checks.Warning(
-            'ALLOWED_HOSTS contains "*": AllowedHostsOriginValidator then accepts WebSocket '
-            "connections from pages of any site, which can act as the signed-in user "
-            "(cross-site WebSocket hijacking).",
+            'ALLOWED_HOSTS contains "*": the WebSocket origin check then trusts any host name '
+            "that leads to this server, so a page on a domain of an attacker's that resolves to "
+            "it (DNS rebinding) can open sockets as the signed-in user.",
             hint="List the site's own host names in DJANGO_ALLOWED_HOSTS.",
             id="asgi.W004",
         )
