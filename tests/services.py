@@ -97,38 +97,78 @@ def own_redis(tmp_path):
     server.stop()
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, trust auth."""
+
+    def __init__(self):
+        hint = "PostgreSQL (Debian: apt-get install postgresql)"
+        self.initdb, self.pg_ctl = find_binary("initdb", hint), find_binary("pg_ctl", hint)
+        # Not under pytest's private temporary directory: the postgres user must reach it.
+        self.directory = Path(tempfile.mkdtemp(prefix="template-tests-postgres-"))
+        # PostgreSQL refuses to run as root: run it as the postgres user then.
+        self.as_user = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.directory, "postgres")
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}"
+        self._run(
+            self.initdb, "-D", self.directory / "db", "-A", "trust", "-U", "postgres", "-E", "UTF8"
+        )
+
+    def _run(self, *args):
+        subprocess.run([*self.as_user, *args], check=True, stdout=subprocess.DEVNULL)
+
+    def start(self):
+        options = (
+            f"-p {self.port} -h 127.0.0.1 -k {self.directory} -c fsync=off -c full_page_writes=off"
+        )
+        self._run(
+            self.pg_ctl,
+            "-D",
+            self.directory / "db",
+            "-o",
+            options,
+            "-l",
+            self.directory / "log",
+            "-w",
+            "start",
+        )
+
+    def restart(self):
+        """Stop (closing every connection) and start again."""
+        self._run(self.pg_ctl, "-D", self.directory / "db", "-m", "fast", "-w", "stop")
+        self.start()
+
+    def remove(self):
+        subprocess.run(
+            [*self.as_user, self.pg_ctl, "-D", self.directory / "db", "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, trust auth: its URL."""
-    hint = "PostgreSQL (Debian: apt-get install postgresql)"
-    initdb, pg_ctl = find_binary("initdb", hint), find_binary("pg_ctl", hint)
-    # Not under pytest's private temporary directory: the postgres user must reach it.
-    data = Path(tempfile.mkdtemp(prefix="template-tests-postgres-"))
-    # PostgreSQL refuses to run as root: run it as the postgres user then.
-    as_user = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(data, "postgres")
-    port = free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", data / "db", "-A", "trust", "-U", "postgres", "-E", "UTF8"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    options = f"-p {port} -h 127.0.0.1 -k {data} -c fsync=off -c full_page_writes=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", data / "db", "-o", options, "-l", data / "log", "-w", "start"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """The URL of a PostgreSQL server shared by the run (each test makes its own databases)."""
+    server = PostgresServer()
     try:
-        yield f"postgres://postgres@127.0.0.1:{port}"
+        server.start()
+        yield server.url
     finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", data / "db", "-m", "immediate", "stop"],
-            stdout=subprocess.DEVNULL,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server for one test alone, which the test may restart."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """
-Scaling out on Redis, for every server: rooms shared across processes and workers, and a
-Redis that goes away and comes back. Each test runs its own redis-server.
+Scaling out and backing services coming and going, for every server: rooms shared across
+processes and workers, a Redis that goes away and comes back, a PostgreSQL that restarts.
+Each test runs its own redis-server or PostgreSQL.
 """
 
 import contextlib
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import websockets
 
-from harness import get_json, receive_json, wait_for, websocket
+from harness import fetch, get_json, receive_json, wait_for, websocket
 from matrix import OPTIONS, only_when
-from projects import start_production_server
+from projects import bake, deploy, start_production_server
+from services import database
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +174,25 @@ def test_open_sockets_hear_their_room_again_after_a_redis_restart(
         for server in servers:
             assert get_json(server.port, "/readyz")[0] == 200
         assert all(server.process.poll() is None for server in servers)
+
+
+@pytest.mark.parametrize("server", OPTIONS["server"])
+def test_pooled_connections_survive_a_database_restart(cookies, own_postgres, tmp_path, server):
+    """No request fails because the pool lent it a connection that the restart closed."""
+    answers = {
+        "server": server,
+        "websockets": False,
+        "channel_layer": "in-memory",
+        "database": "postgresql",
+    }
+    project = bake(cookies, answers, project_name="Pooled")
+    with database(own_postgres.url) as database_url:
+        project.database_url = database_url
+        deploy(project)
+        with start_production_server(project, tmp_path / "server.log") as running:
+            # Fill the pool: its connections are open to the database when it restarts.
+            before = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(20)]
+            own_postgres.restart()
+            after = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(40)]
+        assert before == [200] * 20
+        assert after == [200] * 40, after

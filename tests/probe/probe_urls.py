@@ -28,6 +28,13 @@ async def groups(request):
     )
 
 
+def database(request):
+    """A request that needs the database, through the project's connection settings."""
+    from django.contrib.auth import get_user_model
+
+    return JsonResponse({"users": get_user_model().objects.count()})
+
+
 async def slow(request):
     SLOW_REQUEST_STARTED.touch()
     await asyncio.sleep(float(request.GET.get("seconds", "2")))
@@ -38,5 +45,6 @@ urlpatterns = [
     path("probe/client", client),
     path("probe/slow", slow),
     path("probe/groups", groups),
+    path("probe/database", database),
     path("", include(settings.PROJECT_URLCONF)),
 ]
