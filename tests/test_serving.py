@@ -365,3 +365,26 @@ def test_wsgi_runserver_says_the_project_needs_the_asgi_server(deployed_project,
     assert "runserver is Django's WSGI server" in runserver.log
     dev_command = procfile_command(deployed_project.path, "Procfile.dev")
     assert f"uv run {dev_command}" in runserver.log
+
+
+# What an open WebSocket gets when its server is stopped with SIGTERM (README.md): 1012
+# ("service restart", reconnect elsewhere) where the server sends it, None where the
+# connection just ends without a close frame.
+CLOSE_ON_SIGTERM = {"uvicorn": 1012, "daphne": None, "hypercorn": 1011, "granian": None}
+
+
+@with_websockets
+def test_sigterm_with_an_open_websocket(deployed_project, tmp_path):
+    server = start_production_server(deployed_project, tmp_path / "server.log")
+    try:
+        with websocket(server) as alice:
+            stopping = threading.Thread(target=server.stop, kwargs={"timeout": 30})
+            stopping.start()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                alice.recv(timeout=30)
+            stopping.join(35)
+    finally:
+        server.kill()
+    code = closed.value.rcvd.code if closed.value.rcvd else None
+    print(f"\n{deployed_project.answers['server']}: {code}")
+    assert code == CLOSE_ON_SIGTERM[deployed_project.answers["server"]]
