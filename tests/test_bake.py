@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from cookiecutter.config import get_user_config
 
-from harness import BIN
-from matrix import NONSENSE, TEMPLATE, combination_id
+from harness import BIN, environment, run
+from matrix import COMBINATIONS, NONSENSE, TEMPLATE, combination_id
 
 LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
 # Sentences about how the template was made have no place in a user's files.
@@ -188,3 +188,15 @@ def test_the_default_slug_comes_from_the_name(name, slug, tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / slug / slug / "asgi.py").is_file()
+
+
+@pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)
+def test_the_longest_package_name_still_formats_cleanly(answers, tmp_path):
+    """Names are pasted into code: the longest allowed one must not break ruff's layout."""
+    slug = "a_thirty_two_character_long_name"
+    assert len(slug) == 32
+    result = cookiecutter_cli(tmp_path, **answers, project_slug=slug)
+    assert result.returncode == 0, result.stderr
+    for command in (["check", "."], ["format", "--check", "."]):
+        linted = run(tmp_path / slug, [BIN / "ruff", *command], environment())
+        assert linted.returncode == 0, linted.stdout

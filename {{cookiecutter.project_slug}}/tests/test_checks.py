@@ -83,6 +83,10 @@ def test_persistent_connections_without_the_pool(monkeypatch):
     # Not through the settings fixture: Django warns against overriding DATABASES there.
     database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60, "OPTIONS": {}}
     monkeypatch.setattr(django_settings, "DATABASES", {"default": database})
+    # This project's handler reuses request threads: their connections are reused too.
+    assert asgi_checks.check_persistent_connections_are_pooled(None) == []
+
+    monkeypatch.delattr(django_settings, "ASGI_REQUEST_THREADS")
 
     assert ids(asgi_checks.check_persistent_connections_are_pooled(None)) == ["asgi.W002"]
 
@@ -149,10 +153,10 @@ def test_a_procfile_that_serves_another_object(settings, tmp_path):
 @pytest.mark.parametrize(
     "command",
     [
-        "gunicorn {{ cookiecutter.project_slug }}.asgi:application",
-        "gunicorn {{ cookiecutter.project_slug }}.wsgi:application -w 4",
-        "uwsgi --module {{ cookiecutter.project_slug }}.wsgi:application",
-        "waitress-serve {{ cookiecutter.project_slug }}.wsgi:application",
+        "gunicorn project.asgi:application",
+        "gunicorn project.wsgi:application -w 4",
+        "uwsgi --module project.wsgi:application",
+        "waitress-serve project.wsgi:application",
     ],
 )
 def test_a_procfile_that_starts_a_wsgi_server(settings, tmp_path, command):
@@ -163,7 +167,7 @@ def test_a_procfile_that_starts_a_wsgi_server(settings, tmp_path, command):
 
 
 def test_gunicorn_with_an_asgi_worker_is_fine(settings, tmp_path):
-    command = "gunicorn {{ cookiecutter.project_slug }}.asgi:application -k uvicorn_worker.UvicornWorker"
+    command = "gunicorn project.asgi:application -k uvicorn_worker.UvicornWorker"
     (tmp_path / "Procfile").write_text(f"web: {command}\n")
     settings.BASE_DIR = tmp_path
 

@@ -140,6 +140,19 @@ class PooledASGIHandler(ASGIHandler):
             max_threads = getattr(settings, "ASGI_REQUEST_THREADS", DEFAULT_THREADS)
         self.pool = RequestThreadPool(max_threads)
 
+    def load_middleware(self, is_async: bool = False) -> None:
+        """Django's, with middleware.py's classes in place of Django's own: settings name
+        Django's (so that `check --deploy` and every reader recognise them)."""
+        # Imported here: Django's middleware modules import models, so Django must be set up.
+        from .middleware import LOOP_DISPATCH
+
+        named = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [LOOP_DISPATCH.get(path, path) for path in named]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = named
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it.

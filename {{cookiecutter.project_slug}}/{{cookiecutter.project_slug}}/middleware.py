@@ -14,7 +14,8 @@ otherwise in the request's thread, exactly as Django would:
   lazy: it happens where the view first uses it, never in these hooks.
 - MessageMiddleware.process_response, when messages were read or added.
 - CsrfViewMiddleware: every hook with CSRF_USE_SESSIONS; `process_view` when `request.POST`
-  may parse a multipart body or read one spooled to disk; the failure view and its logging.
+  may parse a multipart body, or read one that is spooled to disk or of unknown size; the
+  failure view and its logging.
 - SecurityMiddleware, CommonMiddleware, AuthenticationMiddleware (it installs a lazy
   `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
 
@@ -25,8 +26,8 @@ loop; the flag is not inherited. Sessions and messages stay on the loop only wit
 built-in engines and storages; any other gets Django's dispatch. A body's size is taken from
 Content-Length, which the server enforced while framing the body; without one, the body may be
 large. Were a branch misjudged, database access on the loop would raise
-SynchronousOnlyOperation (keep DJANGO_ALLOW_ASYNC_UNSAFE unset). Under WSGI and Django's test
-client (`async_mode` false), nothing changes. tests/test_fast_path.py compares the two stacks.
+SynchronousOnlyOperation (keep DJANGO_ALLOW_ASYNC_UNSAFE unset). Under WSGI and with Django's
+sync test Client (`async_mode` false), nothing changes. See tests/test_fast_path.py.
 
 Undocumented Django internals relied upon:
 - `MiddlewareMixin.async_mode`, set by `MiddlewareMixin.__init__`.
@@ -40,7 +41,7 @@ Undocumented Django internals relied upon:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -105,7 +106,7 @@ class LoopDispatch(MiddlewareMixin):
         response = None
         if hasattr(self, "process_request"):
             response = await call(self.request_in_thread(request), self.process_request, request)
-        response = response or await self.get_response(request)
+        response = response or await cast(Awaitable[Any], self.get_response(request))
         if hasattr(self, "process_response"):
             in_thread = self.response_in_thread(request, response)
             response = await call(in_thread, self.process_response, request, response)
@@ -183,7 +184,7 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
         if self.hooks_on_loop:
             # load_middleware wraps a sync process_view in sync_to_async, a coroutine function
             # it leaves alone. On the instance: under WSGI, Django's own stays.
-            self.process_view = self.aprocess_view  # type: ignore[method-assign]
+            self.process_view = self.aprocess_view  # type: ignore[assignment,method-assign]
 
     def request_in_thread(self, request: HttpRequest) -> bool:
         return bool(settings.CSRF_USE_SESSIONS)
@@ -220,10 +221,28 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
             return super().process_view(*args)
         except RejectInThread as reject:
             # Django's failure view and its logging may do I/O (templates, log handlers).
-            response = await call(True, super()._reject, request, reject.reason)
+            reject_in_thread = super()._reject  # type: ignore[misc]
+            response = await call(True, reject_in_thread, request, reject.reason)
             return cast(HttpResponseBase, response)
 
     def _reject(self, request: HttpRequest, reason: str) -> HttpResponseBase:
         if self.hooks_on_loop and on_event_loop():
             raise RejectInThread(reason)
-        return cast(HttpResponseBase, super()._reject(request, reason))
+        return cast(HttpResponseBase, super()._reject(request, reason))  # type: ignore[misc]
+
+
+# Django's classes, by the dotted path MIDDLEWARE names them with, and the subclass of this
+# module that handler.py loads in their place.
+LOOP_DISPATCH = {
+    f"{django_class.__module__}.{django_class.__qualname__}": f"{__name__}.{cls.__qualname__}"
+    for cls in (
+        SecurityMiddleware,
+        SessionMiddleware,
+        CommonMiddleware,
+        CsrfViewMiddleware,
+        AuthenticationMiddleware,
+        MessageMiddleware,
+        XFrameOptionsMiddleware,
+    )
+    for django_class in cls.__bases__[1:]
+}

@@ -19,7 +19,7 @@ import django
 import environ
 {%- if redis %}
 
-from .sentinel import redis_connection_options
+from .sentinel import SentinelPool, redis_connection_options
 {%- endif %}
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -97,15 +97,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: probes answer before host validation and the HTTPS redirect.
     "{{ slug }}.health.HealthCheckMiddleware",
-    # Django's defaults, with the hooks that do no I/O run on the event loop (middleware.py).
-    "{{ slug }}.middleware.SecurityMiddleware",
+    # Django's defaults. Served over ASGI, handler.py loads middleware.py's subclasses in their
+    # place, which run the hooks that do no I/O on the event loop.
+    "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "{{ slug }}.middleware.SessionMiddleware",
-    "{{ slug }}.middleware.CommonMiddleware",
-    "{{ slug }}.middleware.CsrfViewMiddleware",
-    "{{ slug }}.middleware.AuthenticationMiddleware",
-    "{{ slug }}.middleware.MessageMiddleware",
-    "{{ slug }}.middleware.XFrameOptionsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "{{ slug }}.urls"
@@ -157,9 +158,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # Database, from DATABASE_URL.
 # https://docs.djangoproject.com/en/stable/ref/settings/#databases
 {%- if cookiecutter.database == "postgresql" %}
-# Under ASGI each request runs in its own thread, so persistent connections (CONN_MAX_AGE)
-# pile up one per thread and are never reused. Django's native psycopg pool (5.1+) shares a
-# bounded set of connections instead; it requires CONN_MAX_AGE = 0. With health checks, a
+# Django's native psycopg pool (5.1+) lends each request one connection of a bounded set and
+# takes it back when the request ends; it requires CONN_MAX_AGE = 0. With health checks, a
 # connection that the server closed (a restart) is replaced before a request gets it.
 # https://docs.djangoproject.com/en/stable/ref/databases/#connection-pool
 
@@ -253,15 +253,13 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "OPTIONS": {
-            "socket_connect_timeout": 2,
-            "socket_timeout": 2,
-            # Through the Sentinels when there are some (sentinel.py).
-            **({"pool_class": "{{ slug }}.sentinel.SentinelPool"} if REDIS_SENTINELS else {}),
-        },
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         "KEY_PREFIX": "{{ slug }}",
     },
 }
+if REDIS_SENTINELS:
+    # Through the Sentinels (sentinel.py).
+    CACHES["default"]["OPTIONS"]["pool_class"] = SentinelPool
 {%- else %}
 # The in-memory layer works inside one process only: run one server process (no workers).
 # The asgi.E001 check refuses to start several.

@@ -14,6 +14,9 @@ from django.urls import include, path
 # What the views saw, for the tests to read: (event, thread) in order, and more.
 EVENTS = []
 SEEN = {}
+# Cleared, it holds the slow view back until it is set again.
+SLOW_VIEW_MAY_FINISH = threading.Event()
+SLOW_VIEW_MAY_FINISH.set()
 
 
 async def async_view(request):
@@ -73,6 +76,7 @@ def show_messages(request):
 def slow(request):
     EVENTS.append(("view", threading.current_thread()))
     time.sleep(float(request.GET.get("seconds", 0)))
+    SLOW_VIEW_MAY_FINISH.wait(timeout=10)
     EVENTS.append(("view done", threading.current_thread()))
     return JsonResponse({"ok": True})
 
