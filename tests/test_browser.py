@@ -138,14 +138,20 @@ def one_process_chat_project(request, deployed_chat_project):
 def test_the_page_reconnects_after_a_server_restart(browser, one_process_chat_project, tmp_path):
     port = free_port()
     site = f"http://127.0.0.1:{port}"
+    # The page is plain HTTP here, the proxy headers say HTTPS: its origin must be trusted.
+    trusted = {"DJANGO_CSRF_TRUSTED_ORIGINS": site}
     context = browser.new_context(extra_http_headers=HTTPS)
     try:
         page = context.new_page()
-        with start_production_server(one_process_chat_project, tmp_path / "1.log", port) as server:
+        with start_production_server(
+            one_process_chat_project, tmp_path / "1.log", port, **trusted
+        ) as server:
             join(page, site)
         # The server is gone: the page says it is reconnecting, and keeps trying.
         expect(page.locator("#state")).to_contain_text("reconnecting", timeout=15_000)
-        with start_production_server(one_process_chat_project, tmp_path / "2.log", port) as server:
+        with start_production_server(
+            one_process_chat_project, tmp_path / "2.log", port, **trusted
+        ) as server:
             expect(page.locator("#state")).to_contain_text(
                 'Connected to room "browsers".', timeout=30_000
             )

@@ -66,8 +66,6 @@ def test_a_crashed_worker(crash_project, redis_server, tmp_path):
         victim = sorted(before)[0]
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        # The other worker goes on serving meanwhile.
-        assert status_or_none(server.port, "/healthz") == 200
         wait_for(
             lambda: len(set(workers(server.process.pid)) - before) == 1,
             30,
