@@ -29,6 +29,16 @@ COMBINATIONS = [answers for answers in ALL_COMBINATIONS if makes_sense(answers)]
 NONSENSE = [answers for answers in ALL_COMBINATIONS if not makes_sense(answers)]
 
 
+def chat_answers(server, channel_layer="redis", database="sqlite"):
+    """The answers of a project with WebSockets (the demo's chat rooms), on `server`."""
+    return {
+        "server": server,
+        "websockets": True,
+        "channel_layer": channel_layer,
+        "database": database,
+    }
+
+
 def combination_id(answers):
     """uvicorn-websockets-redis-postgresql, daphne-no-websockets-in-memory-sqlite, ..."""
     return "-".join(

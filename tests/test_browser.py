@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from harness import HTTPS, free_port
-from matrix import OPTIONS
+from matrix import OPTIONS, chat_answers
 from projects import start_production_server
 from services import unavailable
 
@@ -48,8 +48,7 @@ def browser():
 )
 def chat_project(request, deployed_chat_project):
     server, layer = request.param
-    answers = {"server": server, "websockets": True, "channel_layer": layer, "database": "sqlite"}
-    return deployed_chat_project(answers)
+    return deployed_chat_project(chat_answers(server, layer))
 
 
 def sign_up(page, site, username):
@@ -126,13 +125,7 @@ def test_two_people_sign_up_log_in_and_chat(browser, chat_project, request, tmp_
 
 @pytest.fixture(params=OPTIONS["server"])
 def one_process_chat_project(request, deployed_chat_project):
-    answers = {
-        "server": request.param,
-        "websockets": True,
-        "channel_layer": "in-memory",
-        "database": "sqlite",
-    }
-    return deployed_chat_project(answers)
+    return deployed_chat_project(chat_answers(request.param, "in-memory"))
 
 
 def test_the_page_reconnects_after_a_server_restart(browser, one_process_chat_project, tmp_path):

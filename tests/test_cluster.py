@@ -18,7 +18,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from harness import procfile_command
-from matrix import OPTIONS
+from matrix import OPTIONS, chat_answers
 from services import find_binary, unavailable
 
 pytestmark = pytest.mark.slow
@@ -60,13 +60,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(params=OPTIONS["server"], scope="module")
 def cluster_project(request, deployed_chat_project):
-    answers = {
-        "server": request.param,
-        "websockets": True,
-        "channel_layer": "redis",
-        "database": "sqlite",
-    }
-    return deployed_chat_project(answers)
+    return deployed_chat_project(chat_answers(request.param))
 
 
 def documented_haproxy_config(project, lab, admin_socket):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import status_or_none, wait_for
-from matrix import OPTIONS
+from matrix import OPTIONS, chat_answers
 from projects import start_production_server
 
 pytestmark = pytest.mark.slow
@@ -23,13 +23,7 @@ WITH_WORKERS = {"uvicorn", "granian"}
 
 @pytest.fixture(params=OPTIONS["server"])
 def crash_project(request, deployed_chat_project):
-    answers = {
-        "server": request.param,
-        "websockets": True,
-        "channel_layer": "redis",
-        "database": "sqlite",
-    }
-    return deployed_chat_project(answers)
+    return deployed_chat_project(chat_answers(request.param))
 
 
 def workers(pid):

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from harness import PYTHON, Server, environment, fetch, free_port, run, websocket
-from matrix import OPTIONS
+from matrix import OPTIONS, chat_answers
 from projects import bake, deploy, start_production_server
 
 pytestmark = pytest.mark.slow
@@ -39,13 +39,7 @@ def remove_the_demo(project):
 
 @pytest.fixture(params=[s for s in OPTIONS["server"] if s in ("uvicorn", "hypercorn")])
 def project_without_demo(request, cookies):
-    answers = {
-        "server": request.param,
-        "websockets": True,
-        "channel_layer": "in-memory",
-        "database": "sqlite",
-    }
-    project = bake(cookies, answers, project_name="No Demo")
+    project = bake(cookies, chat_answers(request.param, "in-memory"), project_name="No Demo")
     removed = remove_the_demo(project)
     assert len(removed) == 3, removed
     deploy(project)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from harness import free_port, get_json, wait_for, websocket
-from matrix import OPTIONS
+from matrix import OPTIONS, chat_answers
 from projects import start_production_server
 from services import find_binary
 
@@ -97,13 +97,7 @@ def sentinels(tmp_path):
 
 @pytest.fixture(params=OPTIONS["server"])
 def failover_project(request, deployed_chat_project):
-    answers = {
-        "server": request.param,
-        "websockets": True,
-        "channel_layer": "redis",
-        "database": "sqlite",
-    }
-    return deployed_chat_project(answers)
+    return deployed_chat_project(chat_answers(request.param))
 
 
 def heard(client, text, seconds):

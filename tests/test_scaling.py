@@ -13,16 +13,13 @@ import pytest
 import websockets
 
 from harness import fetch, get_json, receive_json, wait_for, websocket
-from matrix import OPTIONS, only_when
+from matrix import OPTIONS, chat_answers, only_when
 from projects import bake, deploy, start_production_server
 from services import database
 
 pytestmark = pytest.mark.slow
 
-REDIS_ANSWERS = [
-    {"server": server, "websockets": True, "channel_layer": "redis", "database": "sqlite"}
-    for server in OPTIONS["server"]
-]
+REDIS_ANSWERS = [chat_answers(server) for server in OPTIONS["server"]]
 
 
 @pytest.fixture(params=REDIS_ANSWERS, ids=lambda answers: answers["server"])
