@@ -142,6 +142,19 @@ class Server:
     def log_problems(self):
         return [line for line in self.log.splitlines() if LOG_PROBLEMS.search(line)]
 
+    def memory_mib(self):
+        """Resident memory of the server and every process in its session, in MiB."""
+        total_kib = 0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                if os.getsid(int(status.parent.name)) != self.process.pid:
+                    continue
+                rss = re.search(r"^VmRSS:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile
+            total_kib += int(rss.group(1)) if rss else 0
+        return total_kib / 1024
+
     def stop(self, timeout=10):
         """SIGTERM, as a process manager sends it; return (return code, seconds) or None."""
         if self.process.poll() is not None:

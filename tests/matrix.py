@@ -57,6 +57,10 @@ def only_when(condition):
 
 with_websockets = only_when(lambda answers: answers["websockets"])
 without_websockets = only_when(lambda answers: not answers["websockets"])
+# For what depends on the server alone: one combination each.
+once_per_server = only_when(
+    lambda answers: not answers["websockets"] and answers["database"] == "sqlite"
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -27,7 +28,7 @@ from harness import (
     wait_for,
     websocket,
 )
-from matrix import only_when, with_websockets, without_websockets
+from matrix import once_per_server, only_when, with_websockets, without_websockets
 from projects import ADMIN_USER, start_production_server
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,109 @@ def test_proxy_headers_are_believed_from_trusted_proxies_only(production_server)
 
     assert trusted == (200, {"address": "203.0.113.9", "scheme": "https"})
     assert spoofed == (200, {"address": "127.0.0.2", "scheme": "http"})
+
+
+def first_line_of_answer(port, request, timeout=10):
+    """Send raw bytes; the status line answered, or None if the server closed without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as client:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            client.sendall(request)
+            answer = client.recv(200)
+            return answer.split(b"\r\n")[0].decode() or None
+    return None
+
+
+GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+@once_per_server
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(b"X-Big: " + b"a" * 1024 * 1024 + b"\r\n", id="one-1-MiB-header"),
+        pytest.param(b"".join(b"X-%d: a\r\n" % n for n in range(100_000)), id="100000-headers"),
+    ],
+)
+def test_an_oversized_header_section_is_refused(production_server, headers):
+    answer = first_line_of_answer(production_server.port, GET_HEALTHZ + headers + b"\r\n")
+    # daphne closes the connection on a line over its limit, without a word (README.md).
+    assert answer is None or answer.split()[1] in ("400", "431")
+    assert fetch(production_server.port, "GET", "/healthz")[0] == 200
+
+
+@once_per_server
+def test_unfinished_headers_hold_bounded_memory(production_server):
+    """20 clients each trickle a header that never ends, up to 16 MiB: the server cuts them
+    off early (uvicorn's default parser, httptools, held all of it: 20 x 16 MiB)."""
+    before = production_server.memory_mib()
+    clients, cut_off = [], 0
+    try:
+        for _ in range(20):
+            client = socket.create_connection(("127.0.0.1", production_server.port), timeout=5)
+            client.sendall(GET_HEALTHZ + b"X-Endless: ")
+            clients.append(client)
+        chunk = b"a" * 64 * 1024
+        for _ in range(16 * 1024 * 1024 // len(chunk)):
+            for index, client in enumerate(clients):
+                if client is None:
+                    continue
+                try:
+                    client.sendall(chunk)
+                except OSError:  # reset by the server, or its buffer full for 5 s
+                    client.close()
+                    clients[index] = None
+                    cut_off += 1
+            if cut_off == len(clients):
+                break
+        grown = production_server.memory_mib() - before
+    finally:
+        for client in clients:
+            if client is not None:
+                client.close()
+    assert cut_off == 20
+    assert grown < 40, f"{grown:.0f} MiB more for 20 unfinished requests"
+
+
+def post_body(port, size, declared=True, chunk=64 * 1024):
+    """POST `size` bytes, with a Content-Length or chunked; the status line answered (None
+    if the server closed without one) and the bytes sent before the answer or the cut."""
+    head = b"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+    head += (
+        b"Content-Length: %d\r\n\r\n" % size if declared else b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head)
+        with contextlib.suppress(OSError):
+            while sent < size:
+                data = b"x" * min(chunk, size - sent)
+                client.sendall(data if declared else b"%x\r\n%s\r\n" % (len(data), data))
+                sent += len(data)
+                if select.select([client], [], [], 0)[0]:
+                    break  # answered already
+            if not declared:
+                client.sendall(b"0\r\n\r\n")
+        with contextlib.suppress(OSError):
+            return (client.recv(200).split(b"\r\n")[0].decode() or None), sent
+    return None, sent
+
+
+@once_per_server
+def test_a_body_over_the_limit_gets_413(production_server, deployed_project):
+    port, limit = production_server.port, 10 * 1024 * 1024  # REQUEST_MAX_BODY_BYTES
+    if deployed_project.answers["server"] == "daphne":
+        # daphne reads the whole body before the application runs (README.md).
+        assert post_body(port, limit + 1)[0].split()[1] == "413"
+        assert post_body(port, limit + 1, declared=False)[0].split()[1] == "413"
+        return
+    # Refused on its Content-Length, before the body is read.
+    answer, sent = post_body(port, 50 * 1024 * 1024)
+    assert answer.split()[1] == "413" and sent < limit
+    # Without one, once the bytes received pass the limit.
+    answer, sent = post_body(port, 50 * 1024 * 1024, declared=False)
+    assert answer.split()[1] == "413" and sent < 2 * limit
+    # Under the limit, the body reaches Django: here its CSRF check.
+    assert post_body(port, limit - 1024)[0].split()[1] == "403"
 
 
 @with_websockets

@@ -10,6 +10,7 @@ and count the hops.
 """
 
 import asyncio
+import json
 import re
 import threading
 
@@ -342,6 +343,60 @@ async def test_a_client_that_goes_away_leaks_nothing(stacks, events):
         one_thread_each(events)
     assert app.pool.started == len(app.pool.idle) == 1
     assert set(threading.enumerate()) <= threads_before  # No new thread either.
+
+
+async def post_in_chunks(app, chunks, declared=None):
+    """POST `chunks` as separate body messages; the response and the chunks read from it."""
+    headers = [] if declared is None else [("content-length", str(declared))]
+    messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+    messages[-1]["more_body"] = False
+    read = []
+
+    async def receive():
+        if messages:
+            read.append(messages.pop(0))
+            return read[-1]
+        await asyncio.sleep(3600)  # The client waits for its response.
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(app(http_scope("POST", "/fast/body-size/", headers), receive, send), 10)
+    return sent, len(read)
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(build, settings, caplog):
+    settings.REQUEST_MAX_BODY_BYTES = 1000
+    app = build()["fast"]
+
+    sent, read = await post_in_chunks(app, [b"x" * 600, b"x" * 600], declared=1200)
+
+    assert (sent[0]["type"], sent[0]["status"]) == ("http.response.start", 413)
+    assert read == 0
+    assert "Request body too large: /fast/body-size/" in caplog.text
+
+
+async def test_a_body_without_a_length_is_cut_off_once_it_passes_the_limit(build, settings):
+    settings.REQUEST_MAX_BODY_BYTES = 1000
+    app = build()["fast"]
+
+    sent, read = await post_in_chunks(app, [b"x" * 600] * 5)
+
+    assert sent[0]["status"] == 413
+    assert read == 2
+    assert app.pool.started == 0  # Refused before the request got a thread.
+
+
+async def test_a_body_within_the_limit_reaches_the_view(build, settings):
+    settings.REQUEST_MAX_BODY_BYTES = 1000
+    app = build()["fast"]
+
+    sent, _ = await post_in_chunks(app, [b"x" * 600, b"x" * 400], declared=1000)
+
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"]) == {"bytes": 1000}
 
 
 async def hops_per_request(app):

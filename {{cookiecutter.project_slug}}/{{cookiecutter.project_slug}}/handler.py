@@ -1,5 +1,5 @@
 """
-Django's ASGI handler, with request threads that are reused.
+Django's ASGI handler, with request threads that are reused and request bodies that are capped.
 
 Django runs each request's sync code (middleware, sync views, ORM calls from async views) in
 a thread of its own: `ASGIHandler` enters asgiref's `ThreadSensitiveContext()`, which starts a
@@ -28,6 +28,12 @@ handler.
   CONN_MAX_AGE keeps at most one per thread, reused by the thread's next requests; Django's
   connection pool lends one to a request until `request_finished`.
 
+A request body larger than REQUEST_MAX_BODY_BYTES (settings.py) is refused with 413 before
+Django reads it: at once when the Content-Length header says so, otherwise as soon as the bytes
+received pass the limit. Django itself spools a body to a temporary file past
+FILE_UPLOAD_MAX_MEMORY_SIZE, so memory stays bounded either way; the cap bounds the disk and the
+time a client can tie up, whatever the view would have done with the body.
+
 Relied upon, besides asgiref's documented executor argument: `ASGIHandler.handle` calls
 `read_body(receive)` first, with no thread-sensitive call before it (one would raise
 RuntimeError, not run elsewhere), and `ASGIHandler.__call__` enters a
@@ -46,7 +52,10 @@ from typing import IO, Any
 import django
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
+from django.utils.log import log_response
 
 DEFAULT_THREADS = 32
 
@@ -139,6 +148,7 @@ class PooledASGIHandler(ASGIHandler):
         if max_threads is None:
             max_threads = getattr(settings, "ASGI_REQUEST_THREADS", DEFAULT_THREADS)
         self.pool = RequestThreadPool(max_threads)
+        self.max_body_bytes: int | None = getattr(settings, "REQUEST_MAX_BODY_BYTES", None)
 
     def load_middleware(self, is_async: bool = False) -> None:
         """Django's, with middleware.py's classes in place of Django's own: settings name
@@ -166,6 +176,33 @@ class PooledASGIHandler(ASGIHandler):
             if lease.thread is not None:
                 self.pool.release(lease.thread)
 
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        limit = self.max_body_bytes
+        if limit is None:
+            return await super().handle(scope, receive, send)
+        if declared_length(scope) > limit:
+            return await self.refuse_body(scope, send)
+        received = 0
+
+        async def bounded_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                await self.refuse_body(scope, send)
+                raise RequestAborted  # Django's handle() then returns without a response.
+            return message
+
+        await super().handle(scope, bounded_receive, send)
+
+    async def refuse_body(self, scope: Any, send: Any) -> None:
+        response = HttpResponse(
+            "Request body too large.\n", status=413, content_type="text/plain; charset=utf-8"
+        )
+        response["Connection"] = "close"  # The rest of the body is never read.
+        log_response("Request body too large: %s", scope["path"], response=response)
+        await self.send_response(response, send)
+
     async def read_body(self, receive: Any) -> IO[bytes]:
         body_file: IO[bytes] = await super().read_body(receive)
         try:
@@ -174,6 +211,17 @@ class PooledASGIHandler(ASGIHandler):
             body_file.close()
             raise
         return body_file
+
+
+def declared_length(scope: Any) -> int:
+    """The Content-Length a request declares, 0 without one (or with one the server let by)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 def get_asgi_application() -> PooledASGIHandler:

@@ -136,6 +136,9 @@ ASGI_APPLICATION = "{{ slug }}.asgi.application"
 # reuse (handler.py); more wait their turn.
 {%- endif %}
 ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=32)
+# Larger request bodies, uploads included, are refused with 413 before Django reads them
+# (handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
+REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 
 
 # Users: a model of the project's own from the start, as Django recommends, since changing

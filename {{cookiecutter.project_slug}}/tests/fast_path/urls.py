@@ -10,6 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
 
 # What the views saw, for the tests to read: (event, thread) in order, and more.
 EVENTS = []
@@ -37,6 +38,11 @@ def form(request):
 
 async def async_form(request):
     return JsonResponse({"fields": sorted(request.POST), "files": sorted(request.FILES)})
+
+
+@csrf_exempt
+def body_size(request):
+    return JsonResponse({"bytes": len(request.body)})
 
 
 def whoami(request):
@@ -101,6 +107,7 @@ urlpatterns = [
     path("fast/token/", token),
     path("fast/form/", form),
     path("fast/async-form/", async_form),
+    path("fast/body-size/", body_size),
     path("fast/whoami/", whoami),
     path("fast/async-whoami/", async_whoami),
     path("fast/counter/", counter),
