@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -390,6 +391,77 @@ def test_clients_that_vanish_without_a_close_frame_leave_their_room(production_s
 
         alive.send(json.dumps({"message": "anyone?"}))
         assert receive_json(alive) == {"message": "anyone?", "user": None}
+
+
+def never_reading_client(server, path):
+    """A WebSocket client with a tiny receive buffer that reads its handshake's answer and then
+    nothing: a frozen or hostile client, or one behind a stalled network."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(10)
+    client.connect(("127.0.0.1", server.port))
+    client.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Origin: http://127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    answer = b""
+    while not answer.endswith(b"\r\n\r\n"):
+        answer += client.recv(1)  # not a byte past the handshake
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return client
+
+
+def connection_is_open(server_port, client_port):
+    """Whether the server still has a TCP connection from client_port (from /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+            server_port,
+            client_port,
+        ):
+            return True
+    return False
+
+
+@only_when(
+    lambda answers: (
+        answers["websockets"]
+        and answers["channel_layer"] == "in-memory"
+        and answers["database"] == "sqlite"
+    )
+)
+def test_a_client_that_stops_reading_is_dropped_in_bounded_memory(deployed_project, tmp_path):
+    """While a room's messages pile up for a client that reads nothing, the others go on; once
+    the buffers are full, it is dropped WEBSOCKET_SEND_TIMEOUT later (README.md)."""
+    timeout, room = 3, "stalled"
+    log = tmp_path / "server.log"
+    with start_production_server(deployed_project, log, WEBSOCKET_SEND_TIMEOUT=timeout) as server:
+        stuck = never_reading_client(server, f"/ws/rooms/{room}/")
+        stuck_port = stuck.getsockname()[1]
+        try:
+            with websocket(server, f"/ws/rooms/{room}/") as alice:
+                before = server.memory_mib()
+                message = {"message": "x" * 60_000, "user": None}
+                began, sent = time.monotonic(), 0
+                while connection_is_open(server.port, stuck_port):
+                    assert time.monotonic() - began < 60, f"still connected after {sent} messages"
+                    alice.send(json.dumps({"message": message["message"]}))
+                    assert receive_json(alice) == message  # not held up by the stuck client
+                    sent += 1
+                    time.sleep(0.15)  # within the rate limit
+                dropped_after = time.monotonic() - began
+                grown = server.memory_mib() - before
+                wait_for(lambda: room_size(server, room) == 1, 10, "the room without it")
+                alice.send(json.dumps({"message": "after"}))
+                assert receive_json(alice)["message"] == "after"
+        finally:
+            stuck.close()
+    # About 3 MB of buffers fill at 400 kB/s, then the timeout runs.
+    assert dropped_after < 8 + timeout + 10, f"dropped after {dropped_after:.1f} s"
+    assert grown < 30, f"{grown:.0f} MiB more meanwhile"
+    assert "Traceback" not in server.log
 
 
 @without_websockets

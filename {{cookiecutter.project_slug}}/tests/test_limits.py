@@ -1,10 +1,13 @@
-"""limits.py: what one WebSocket connection may send, whatever the consumer."""
+"""limits.py: what one WebSocket connection may send, and leave unread, whatever the consumer."""
+
+import asyncio
+import socket
 
 import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
-from {{ cookiecutter.project_slug }}.limits import WebSocketLimits
+from {{ cookiecutter.project_slug }}.limits import UnreadDataTimeout, WebSocketLimits
 
 # Consumers close stale database connections between messages.
 pytestmark = pytest.mark.django_db
@@ -60,3 +63,38 @@ async def test_messages_within_the_limits_go_through(settings):
 
     assert await client.receive_from() == "y" * 1000
     await client.disconnect()
+
+
+async def test_a_send_the_client_never_takes_is_given_up(settings, caplog):
+    settings.WEBSOCKET_SEND_TIMEOUT = 0.05
+    finished = asyncio.Event()
+
+    async def consumer(scope, receive, send):
+        await send({"type": "websocket.accept"})  # waits in vain, then gives up
+        await send({"type": "websocket.send", "text": "dropped at once"})
+        finished.set()
+
+    async def never_taken(message):
+        await asyncio.Event().wait()
+
+    scope = {"type": "websocket", "client": ["127.0.0.1", 50000], "server": None}
+    await asyncio.wait_for(WebSocketLimits(consumer)(scope, None, never_taken), 1)
+
+    assert finished.is_set()
+    assert "stopped reading: dropped" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
+def test_the_servers_sockets_get_the_send_timeout_from_the_kernel():
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listening.accept()
+            with accepted:
+                UnreadDataTimeout().apply({"server": ["127.0.0.1", port]}, 2.5)
+
+                def timeout_of(sock):
+                    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+
+                assert timeout_of(listening) == timeout_of(accepted) == 2500
+                assert timeout_of(client) == 0  # other sockets: left alone

@@ -1,5 +1,6 @@
 """
-Per-connection WebSocket limits, in front of every consumer: message size and message rate.
+Per-connection WebSocket limits, in front of every consumer: message size, message rate, and
+how long a client may leave what is sent to it unread.
 
 What one connection sends is counted for that connection alone: a message larger than
 settings.WEBSOCKET_MAX_MESSAGE_BYTES closes it with code 4009, and sending faster than
@@ -10,11 +11,27 @@ application send.) The consumer then sees an ordinary disconnection, and whateve
 after that is dropped rather than reported by the server as an error. Servers that limit
 message size themselves (uvicorn, daphne, hypercorn) refuse oversized messages before they get
 here, with their own codes; granian has no such setting.
+
+A client that stops reading (a stalled network, a frozen or hostile client) fills the buffers
+between it and the server, and then the server's sends wait. The kernel ends such a connection:
+the server's sockets get settings.WEBSOCKET_SEND_TIMEOUT as TCP_USER_TIMEOUT (Linux), which
+resets a connection whose peer has acknowledged nothing, or kept its receive window shut, for
+that long; the server then reports a disconnection as for any client that leaves. (The server
+cannot close it itself: closing waits for the buffered bytes to go out, which never happens.)
+Where that option is missing, a send that still waits after the same time is given up, and
+nothing more is sent to that connection: the consumer goes on serving its other clients and
+nothing piles up for this one, but the connection stays open until the client leaves.
 """
 
+import asyncio
+import logging
+import os
+import socket
 import time
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 MESSAGE_TOO_BIG = 4009
 POLICY_VIOLATION = 4008
@@ -44,6 +61,44 @@ class TokenBucket:
         return True
 
 
+class UnreadDataTimeout:
+    """Sets TCP_USER_TIMEOUT, once per port, on this process's TCP sockets of the server's
+    port: the listening ones, whose later connections inherit it, and those already accepted.
+    ASGI gives an application no socket: they are found among the process's descriptors."""
+
+    def __init__(self):
+        self.ports_done = set()
+
+    def apply(self, scope, seconds):
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+        if option is None or not scope.get("server") or scope["server"][1] is None:
+            return  # a Unix socket, or another system
+        port = int(scope["server"][1])  # granian gives it as a string
+        if port in self.ports_done:
+            return
+        self.ports_done.add(port)
+        for fd in os.listdir("/proc/self/fd"):
+            duplicate = None
+            try:
+                if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                    continue
+                # Through a duplicate descriptor: options belong to the socket, not the descriptor.
+                duplicate = os.dup(int(fd))
+                sock = socket.socket(fileno=duplicate)
+            except OSError:  # closed meanwhile
+                if duplicate is not None:
+                    os.close(duplicate)
+                continue
+            with sock:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and (
+                    sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == port
+                ):
+                    sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+unread_data_timeout = UnreadDataTimeout()
+
+
 class WebSocketLimits:
     """ASGI middleware: applies the limits above to WebSocket connections, passes the rest."""
 
@@ -53,6 +108,7 @@ class WebSocketLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
+        unread_data_timeout.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
         bucket = TokenBucket(settings.WEBSOCKET_MESSAGE_RATE, settings.WEBSOCKET_MESSAGE_BURST)
         closed = False
 
@@ -72,7 +128,16 @@ class WebSocketLimits:
             return {"type": "websocket.disconnect", "code": code}
 
         async def guarded_send(message):
-            if not closed:
-                await send(message)
+            nonlocal closed
+            if closed:
+                return
+            try:
+                async with asyncio.timeout(settings.WEBSOCKET_SEND_TIMEOUT):
+                    await send(message)
+            except TimeoutError:
+                logger.warning("WebSocket client %s stopped reading: dropped", scope["client"])
+                closed = True
+            except OSError:
+                closed = True  # Gone meanwhile (the ASGI spec's error); receive() will say so.
 
         await self.app(scope, limited_receive, guarded_send)

@@ -11,3 +11,19 @@ class ClientMistake(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         return True
+{%- if cookiecutter.server == "hypercorn" and cookiecutter.websockets %}
+
+
+class ConnectionTimedOut(logging.Filter):
+    """A connection the kernel gave up on (TCP_USER_TIMEOUT, set by limits.py for clients that
+    stop reading) is the client's doing: hypercorn lets the error reach asyncio, which logs it
+    as an error with a traceback. One INFO line instead."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TimeoutError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "Connection timed out: %s", (error,)
+            record.exc_info = record.exc_text = None
+        return True
+{%- endif %}

@@ -271,10 +271,12 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 {%- endif %}
 
 # What one WebSocket connection may send (limits.py): larger messages close it with code 4009,
-# more messages a second than the rate allows, beyond the burst, close it with 4008.
+# more messages a second than the rate allows, beyond the burst, close it with 4008. A client
+# that reads nothing sent to it for WEBSOCKET_SEND_TIMEOUT seconds is dropped.
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 WEBSOCKET_MESSAGE_RATE = env.float("WEBSOCKET_MESSAGE_RATE", default=10)
 WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
+WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
 {%- endif %}
 
 
@@ -335,6 +337,10 @@ LOGGING = {
         # A request with a foreign Host is the client's mistake (or a scanner's): one line at
         # WARNING, not an error with a traceback.
         "client_mistake": {"()": "{{ slug }}.logs.ClientMistake"},
+{%- if cookiecutter.server == "hypercorn" and cookiecutter.websockets %}
+        # A client dropped for not reading (limits.py): one line, not a traceback.
+        "connection_timed_out": {"()": "{{ slug }}.logs.ConnectionTimedOut"},
+{%- endif %}
     },
     "handlers": {
         "stdout": {
@@ -357,6 +363,9 @@ LOGGING = {
 {%- if cookiecutter.server == "hypercorn" %}
         # hypercorn's loggers have handlers of their own.
         "hypercorn": {"propagate": False},
+{%- if cookiecutter.websockets %}
+        "asyncio": {"filters": ["connection_timed_out"]},
+{%- endif %}
 {%- endif %}
 {%- if cookiecutter.database == "postgresql" %}
         # The connection pool warns when it cannot connect; its INFO lines are noise.
