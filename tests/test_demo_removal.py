@@ -10,7 +10,7 @@ import shutil
 import pytest
 import websockets
 
-from harness import PYTHON, Server, environment, fetch, free_port, run, websocket
+from harness import BIN, PYTHON, Server, environment, fetch, free_port, run, websocket
 from matrix import OPTIONS, chat_answers
 from projects import bake, deploy, start_production_server
 
@@ -56,6 +56,8 @@ def test_the_project_still_checks_and_tests_clean(project_without_demo):
         project.production_env(),
     )
     assert tests.returncode == 0, tests.stdout
+    lint = run(project.path, [BIN / "ruff", "check", "."], project.production_env())
+    assert lint.returncode == 0, lint.stdout
     assert "rooms" not in (project.path / project.slug / "settings.py").read_text()
 
 

@@ -4,13 +4,20 @@ WebSocket routes: the urls.py of WebSocket connections, wired in by asgi.py.
 https://channels.readthedocs.io/en/stable/topics/routing.html
 """
 
+from importlib import import_module
+
 from django.urls import re_path
-from django.utils.module_loading import import_string
 
 from .consumers import NoRouteConsumer
 
+
+def routes_of(module):
+    """An app's WebSocket routes, named by module as urls.py names an app's URLs."""
+    return import_module(module).websocket_urlpatterns
+
+
 websocket_urlpatterns = [
-    *import_string("rooms.routing.websocket_urlpatterns"),
+    *routes_of("rooms.routing"),
     # Last: refuse every other path, "/" included, instead of URLRouter's "No route found".
     re_path(r"", NoRouteConsumer.as_asgi()),
 ]
