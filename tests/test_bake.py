@@ -94,6 +94,15 @@ def test_readme_shows_the_exact_commands(baked_project):
         assert line in readme, procfile
 
 
+def test_every_readme_section_referred_to_exists(baked_project):
+    """Comments and messages send readers to README.md sections by name: "Deploying"."""
+    readme = (baked_project.path / "README.md").read_text()
+    headings = set(re.findall(r"^#+ (.+)$", readme, re.MULTILINE))
+    for relative, text in text_files(baked_project):
+        for section in re.findall(r'README(?:\.md)?, "([^"]+)"', text):
+            assert section in headings, f"{relative} refers to a missing section: {section}"
+
+
 def cookiecutter_cli(output, **answers):
     """Bake as a user does, from the command line, into an empty directory."""
     return subprocess.run(

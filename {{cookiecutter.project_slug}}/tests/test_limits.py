@@ -13,6 +13,12 @@ from {{ cookiecutter.project_slug }}.limits import UnreadDataTimeout, WebSocketL
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def in_memory_channel_layer(settings):
+    # Tests run in one process and need no Redis.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
 class Echo(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         await self.send(text_data=text_data, bytes_data=bytes_data)
