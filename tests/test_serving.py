@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import websockets
@@ -292,15 +293,19 @@ def test_a_signed_in_users_messages_carry_their_username(production_server):
     ["http://evil.example", "http://localhost:{port}", "http://127.0.0.1:1", None],
     ids=["foreign", "other-allowed-host", "other-port", "none"],
 )
-def test_handshakes_from_other_origins_are_refused(production_server, origin):
+def test_handshakes_from_other_origins_are_refused_and_logged(production_server, origin):
     origin = origin and origin.format(port=production_server.port)
     assert refused_status(production_server, "/ws/rooms/lobby/", origin=origin) == 403
+    line = f"WebSocket Forbidden (origin {origin or '(none)'}): /ws/rooms/lobby/"
+    wait_for(lambda: line in production_server.log, 5, "one warning line")
 
 
 @with_websockets
 @pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/rooms/a%20b/", "/ws/rooms/", "/"])
-def test_handshakes_on_unknown_paths_are_refused(production_server, path):
+def test_handshakes_on_unknown_paths_are_refused_and_logged(production_server, path):
     assert refused_status(production_server, path) == 403
+    line = f"WebSocket Not Found: {unquote(path)}"
+    wait_for(lambda: line in production_server.log, 5, "one warning line")
 
 
 @with_websockets

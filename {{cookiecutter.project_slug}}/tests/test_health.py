@@ -25,9 +25,9 @@ def test_readyz_checks_the_database(client, monkeypatch):
     assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
 
 
-def test_readyz_names_what_is_down(client, monkeypatch):
+def test_readyz_names_what_is_down_and_logs_why(client, monkeypatch, caplog):
     async def unreachable():
-        raise ConnectionRefusedError
+        raise ConnectionRefusedError("Connection refused")
 
     monkeypatch.setattr(health, "CHECKS", {"database": health.check_database, "cache": unreachable})
 
@@ -38,6 +38,10 @@ def test_readyz_names_what_is_down(client, monkeypatch):
         "status": "unavailable",
         "checks": {"database": "ok", "cache": "down"},
     }
+    # One warning with the reason; not Django's "Service Unavailable" error as well.
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", "Not ready: cache: ConnectionRefusedError: Connection refused")
+    ]
 {%- if cookiecutter.channel_layer == "redis" %}
 
 
@@ -56,7 +60,7 @@ def redis_settings(settings):
 
 
 async def test_redis_is_ok_when_a_message_makes_the_round_trip(redis_settings):
-    assert await health._status(health.check_redis) == "ok"
+    assert await health.problem_with(health.check_redis) is None
 
 
 async def test_redis_is_down_when_messages_do_not_come_back(redis_settings, monkeypatch):
@@ -65,7 +69,7 @@ async def test_redis_is_down_when_messages_do_not_come_back(redis_settings, monk
         "default": {"BACKEND": f"{__name__}.{LayerThatLosesMessages.__name__}"}
     }
 
-    assert await health._status(health.check_redis) == "down"
+    assert await health.problem_with(health.check_redis) == "no answer within 0.5 s"
 
 
 async def test_redis_is_reported_down_when_unreachable(redis_settings):
@@ -77,5 +81,5 @@ async def test_redis_is_reported_down_when_unreachable(redis_settings):
         }
     }
 
-    assert await health._status(health.check_redis) == "down"
+    assert (await health.problem_with(health.check_redis)).startswith("ConnectionError")
 {%- endif %}

@@ -4,7 +4,8 @@ Liveness (/healthz) and readiness (/readyz) probes.
 Load balancers and orchestrators probe over plain HTTP, often with a pod IP as the Host, so
 this middleware sits first and answers before host validation and the HTTPS redirect.
 /healthz says the process is up; /readyz also checks the backing services and answers 503,
-naming each one that is down, so that traffic goes elsewhere until they are back.
+naming each one that is down, so that traffic goes elsewhere until they are back, and logs
+why in one warning line.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ from django.core.cache import cache
 {%- endif %}
 from django.db import connection
 from django.http import JsonResponse
+from django.utils.log import log_response
 
 # A probe that hangs is as bad as one that fails: give up after this many seconds.
 CHECK_TIMEOUT = 3
@@ -67,23 +69,33 @@ CHECKS = {
 }
 
 
-async def _status(check):
+async def problem_with(check):
+    """What is wrong with a backing service, or None."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await check()
-    except Exception:
-        return "down"
-    return "ok"
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT} s"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
-async def readiness():
-    results = await asyncio.gather(*(_status(check) for check in CHECKS.values()))
-    checks = dict(zip(CHECKS, results, strict=True))
-    ready = all(result == "ok" for result in results)
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
+async def readiness(request):
+    problems = await asyncio.gather(*(problem_with(check) for check in CHECKS.values()))
+    down = {name: problem for name, problem in zip(CHECKS, problems, strict=True) if problem}
+    response = JsonResponse(
+        {
+            "status": "unavailable" if down else "ok",
+            "checks": {name: "down" if name in down else "ok" for name in CHECKS},
+        },
+        status=503 if down else 200,
     )
+    if down:
+        # One warning with the reasons, instead of Django's "Service Unavailable" error line.
+        reasons = "; ".join(f"{name}: {problem}" for name, problem in down.items())
+        log_response("Not ready: %s", reasons, response=response, request=request, level="warning")
+    return response
 
 
 class HealthCheckMiddleware:
@@ -98,5 +110,5 @@ class HealthCheckMiddleware:
         if request.path == "/healthz":
             return JsonResponse({"status": "ok"})
         if request.path == "/readyz":
-            return await readiness()
+            return await readiness(request)
         return await self.get_response(request)

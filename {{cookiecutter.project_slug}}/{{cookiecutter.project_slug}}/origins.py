@@ -12,11 +12,14 @@ Django's own check decides, on a request built from the handshake by Django's ow
 """
 
 import io
+import logging
 
 from channels.security.websocket import WebsocketDenier
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.middleware.csrf import CsrfViewMiddleware
+
+logger = logging.getLogger(__name__)
 
 
 def same_origin(scope):
@@ -40,5 +43,8 @@ class SameOriginValidator:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket" and not same_origin(scope):
+            # As Django logs a refused form: one warning line, saying what came.
+            origin = dict(scope["headers"]).get(b"origin", b"(none)").decode("latin-1")
+            logger.warning("WebSocket Forbidden (origin %s): %s", origin, scope["path"])
             return await WebsocketDenier.as_asgi()(scope, receive, send)
         return await self.application(scope, receive, send)
