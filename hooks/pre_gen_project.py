@@ -18,26 +18,9 @@ CHANNEL_LAYER = ANSWERS["channel_layer"]
 # Long enough for any sensible package name, short enough that every rendered line fits.
 MAX_SLUG_LENGTH = 32
 
-# Names the project itself uses: what it creates beside its package, and every package of
-# its dependency tree (from uv.lock files), by distribution and import name: uv refuses a
-# project named like a dependency, and Python would import the project instead of it.
-TAKEN_NAMES = {
-    # created beside the project's own package
-    *"""
-    conftest manage rooms staticfiles test tests users
-    """.split(),
-    # distribution and import names of every dependency, for any combination of options
-    *"""
-    anyio asgiref async_timeout attr attrs autobahn automat cbor2 cffi channels
-    channels_redis click colorama constantly cryptography daphne django django_environ granian
-    dotenv environ h11 h2 hpack httptools hypercorn hyperframe hyperlink idna incremental
-    iniconfig msgpack openssl packaging pluggy priority psycopg psycopg_binary psycopg_pool
-    py pycparser pygments pyopenssl pytest pytest_asyncio pytest_django python_dotenv
-    python_json_logger pythonjsonlogger pyyaml redis ruff servestatic service_identity
-    setuptools sqlparse twisted txaio typing_extensions tzdata u_msgpack_python ujson
-    umsgpack uvicorn uvloop watchfiles websockets wsproto yaml zope zope_interface
-    """.split(),
-}
+# Names the project itself uses (beside its package, and in its dependency tree): the list
+# lives in local_extensions.py, whose package_name filter steers the default away from them.
+TAKEN_NAMES = set(json.loads(r"""{{ None | taken_names | tojson }}"""))
 
 
 def slug_problem(slug):

@@ -190,6 +190,10 @@ def test_free_text_answers_are_data_not_code(tmp_path):
         ("2FA Service", "project_2fa_service"),
         ("The Quick Brown Fox Jumps Over The Lazy Dog", "the_quick_brown_fox_jumps_over"),
         ("!!!", "project"),
+        # Names that would shadow a module the project imports.
+        ("Django", "django_project"),
+        ("Email", "email_project"),
+        ("Class", "class_project"),
     ],
 )
 def test_the_default_slug_comes_from_the_name(name, slug, tmp_path):
