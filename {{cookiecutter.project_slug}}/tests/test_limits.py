@@ -61,6 +61,24 @@ async def test_a_flood_closes_the_connection_with_4008(settings):
     assert await client.receive_output() == {"type": "websocket.close", "code": 4008}
 
 
+async def test_after_a_cut_off_the_clients_messages_are_read_until_it_leaves(settings):
+    # A server that stops reading a connection whose messages pile up unread (hypercorn)
+    # would otherwise never see the client answer the close.
+    settings.WEBSOCKET_MAX_MESSAGE_BYTES = 100
+    client = await connected()
+    await client.send_to(bytes_data=b"x" * 101)
+    assert await client.receive_output() == {"type": "websocket.close", "code": 4009}
+
+    for _ in range(20):
+        await client.send_to(text_data="still sending")
+    await asyncio.sleep(0.05)
+    assert not client.future.done()  # still reading
+
+    await client.send_input({"type": "websocket.disconnect", "code": 4009})
+    await client.wait(timeout=1)
+    assert client.input_queue.empty()
+
+
 async def test_messages_within_the_limits_go_through(settings):
     settings.WEBSOCKET_MAX_MESSAGE_BYTES = 1000
     client = await connected()

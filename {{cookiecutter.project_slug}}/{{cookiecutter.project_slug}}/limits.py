@@ -24,6 +24,7 @@ nothing piles up for this one, but the connection stays open until the client le
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -110,10 +111,10 @@ class WebSocketLimits:
             return await self.app(scope, receive, send)
         unread_data_timeout.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
         bucket = TokenBucket(settings.WEBSOCKET_MESSAGE_RATE, settings.WEBSOCKET_MESSAGE_BURST)
-        closed = False
+        closed = cut_off = False
 
         async def limited_receive():
-            nonlocal closed
+            nonlocal closed, cut_off
             message = await receive()
             if message["type"] != "websocket.receive" or closed:
                 return message
@@ -123,7 +124,7 @@ class WebSocketLimits:
                 code = POLICY_VIOLATION
             else:
                 return message
-            closed = True
+            closed = cut_off = True
             await send({"type": "websocket.close", "code": code})
             return {"type": "websocket.disconnect", "code": code}
 
@@ -141,3 +142,12 @@ class WebSocketLimits:
                 closed = True  # Gone meanwhile (the ASGI spec's error); receive() will say so.
 
         await self.app(scope, limited_receive, guarded_send)
+        if cut_off:
+            # The consumer is done, but the client may still be sending, and its answer to the
+            # close is still to come: read until it arrives, as the consumer would have. A
+            # server whose queue of unread messages fills up (hypercorn) stops reading the
+            # connection altogether, and would never see that answer.
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(settings.WEBSOCKET_SEND_TIMEOUT):
+                    while (await receive())["type"] != "websocket.disconnect":
+                        pass
