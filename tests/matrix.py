@@ -57,9 +57,17 @@ def only_when(condition):
 
 with_websockets = only_when(lambda answers: answers["websockets"])
 without_websockets = only_when(lambda answers: not answers["websockets"])
-# For what depends on the server alone: one combination each.
+# For what depends on the server alone: one combination each (with WebSockets when the test
+# needs them).
 once_per_server = only_when(
     lambda answers: not answers["websockets"] and answers["database"] == "sqlite"
+)
+once_per_server_with_websockets = only_when(
+    lambda answers: (
+        answers["websockets"]
+        and answers["channel_layer"] == "in-memory"
+        and answers["database"] == "sqlite"
+    )
 )
 
 

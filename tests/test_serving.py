@@ -30,7 +30,13 @@ from harness import (
     wait_for,
     websocket,
 )
-from matrix import once_per_server, only_when, with_websockets, without_websockets
+from matrix import (
+    once_per_server,
+    once_per_server_with_websockets,
+    only_when,
+    with_websockets,
+    without_websockets,
+)
 from projects import ADMIN_USER, start_production_server
 
 pytestmark = pytest.mark.slow
@@ -114,6 +120,7 @@ def unreachable_database(project, tmp_path):
     return f"sqlite:///{tmp_path}/no/such/directory/db.sqlite3"
 
 
+@only_when(lambda answers: not answers["websockets"])  # the server and the database matter
 def test_readyz_names_an_unreachable_database(deployed_project, tmp_path):
     database_url = unreachable_database(deployed_project, tmp_path)
     with start_production_server(
@@ -430,13 +437,7 @@ def connection_is_open(server_port, client_port):
     return False
 
 
-@only_when(
-    lambda answers: (
-        answers["websockets"]
-        and answers["channel_layer"] == "in-memory"
-        and answers["database"] == "sqlite"
-    )
-)
+@once_per_server_with_websockets
 def test_a_client_that_stops_reading_is_dropped_in_bounded_memory(deployed_project, tmp_path):
     """While a room's messages pile up for a client that reads nothing, the others go on; once
     the buffers are full, it is dropped WEBSOCKET_SEND_TIMEOUT later (README.md)."""
@@ -559,7 +560,7 @@ def test_wsgi_runserver_says_the_project_needs_the_asgi_server(deployed_project,
 CLOSE_ON_SIGTERM = {"uvicorn": 1012, "daphne": None, "hypercorn": 1011, "granian": None}
 
 
-@with_websockets
+@once_per_server_with_websockets
 def test_sigterm_with_an_open_websocket(deployed_project, tmp_path):
     server = start_production_server(deployed_project, tmp_path / "server.log")
     try:
