@@ -78,7 +78,11 @@ class UnreadDataTimeout:
         if port in self.ports_done:
             return
         self.ports_done.add(port)
-        for fd in os.listdir("/proc/self/fd"):
+        try:
+            descriptors = os.listdir("/proc/self/fd")
+        except OSError:
+            return  # no /proc
+        for fd in descriptors:
             duplicate = None
             try:
                 if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
@@ -90,7 +94,7 @@ class UnreadDataTimeout:
                 if duplicate is not None:
                     os.close(duplicate)
                 continue
-            with sock:
+            with sock, contextlib.suppress(OSError):
                 if sock.family in (socket.AF_INET, socket.AF_INET6) and (
                     sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == port
                 ):
