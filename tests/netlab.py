@@ -591,6 +591,11 @@ class Host:
         """Run ``fn`` in this host's network namespace (see :func:`run_in_netns`)."""
         return run_in_netns(self.netns, fn, *args, timeout=timeout, **kwargs)
 
+    def set_link(self, up: bool) -> None:
+        """Plug ``eth0`` in or out: while it is out, packets to and from this host are lost
+        without a word, as when a client's network drops."""
+        _ip("-n", self.netns, "link", "set", "eth0", "up" if up else "down")
+
     def connect(self, address: str, port: int, timeout: float = 5.0) -> socket.socket:
         """A TCP socket connected *from this host*; usable from any thread."""
         # create_connection's own timeout is passed positionally: ``timeout=``

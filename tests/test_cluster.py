@@ -77,6 +77,21 @@ def documented_haproxy_config(project, lab, admin_socket):
     )
 
 
+def start_app(lab, project, name, **variables):
+    """The project's production command on application host `name`, behind the balancer."""
+    host = lab[name]
+    env = project.probe_env(
+        HOST=host.address,
+        PORT=PORT,
+        REDIS_URL=f"redis://{lab['redis'].address}:6379/0",
+        DJANGO_ALLOWED_HOSTS=lab["lb"].address,
+        FORWARDED_ALLOW_IPS=lab["lb"].address,
+        **variables,
+    )
+    command = procfile_command(project.path)
+    return host.popen(["/bin/sh", "-c", f"exec {command}"], env=env, cwd=project.path)
+
+
 @dataclass
 class Cluster:
     lab: netlab.Lab
@@ -90,15 +105,7 @@ class Cluster:
 
     def start(self, name):
         host = self.lab[name]
-        env = self.project.probe_env(
-            HOST=host.address,
-            PORT=PORT,
-            REDIS_URL=f"redis://{self.lab['redis'].address}:6379/0",
-            DJANGO_ALLOWED_HOSTS=self.lb,
-            FORWARDED_ALLOW_IPS=self.lb,
-        )
-        command = procfile_command(self.project.path)
-        proc = host.popen(["/bin/sh", "-c", f"exec {command}"], env=env, cwd=self.project.path)
+        proc = start_app(self.lab, self.project, name)
         self.apps[name] = proc
         self.lab["client"].wait_for_port(host.address, PORT, timeout=40, proc=proc)
         try:
@@ -307,3 +314,42 @@ def test_a_rolling_restart_loses_no_one(cluster, tmp_path):
     print(f"\n{cluster.project.answers['server']}: {report.read_text()}")
     assert sent > 50 and lost == [], report.read_text()
     assert statuses and not [status for status in statuses if status >= 500], report.read_text()
+
+
+def test_a_client_whose_network_vanishes_leaves_its_room(lab, cluster_project):
+    """No close frame, no reset: the client's network just goes. The server's sockets probe idle
+    connections (keepalive, limits.py), so even in a quiet room it is noticed and leaves."""
+    if "roamer" not in lab.hosts:
+        lab.add_host("roamer")
+    roamer, app = lab["roamer"], lab["app1"]
+    site = f"{app.address}:{PORT}"
+    timeout = 2  # WEBSOCKET_SEND_TIMEOUT: keepalive probes after that long idle
+    proc = start_app(
+        lab,
+        cluster_project,
+        "app1",
+        DJANGO_ALLOWED_HOSTS=app.address,
+        WEBSOCKET_SEND_TIMEOUT=timeout,
+    )
+
+    def room_size():
+        result = lab["lb"].http_get(app.address, PORT, "/probe/groups", headers={"Host": site})
+        return json.loads(result.body).get("room.cluster", 0)
+
+    client = None
+    try:
+        lab["lb"].wait_for_port(app.address, PORT, timeout=40, proc=proc)
+        sock = roamer.connect(app.address, PORT)
+        client = ws_connect(
+            f"ws://{site}{ROOM}", sock=sock, origin=f"http://{site}", open_timeout=10
+        )
+        wait_until(lambda: room_size() == 1, 10, "joined")
+        roamer.set_link(up=False)
+        vanished = time.monotonic()
+        wait_until(lambda: room_size() == 0, 10 * timeout, "the room without it")
+        print(f"\nleft its room {time.monotonic() - vanished:.1f} s after its network went")
+    finally:
+        roamer.set_link(up=True)
+        if client is not None:
+            client.socket.close()
+        proc.stop(timeout=30)

@@ -7,7 +7,7 @@ import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
-from {{ cookiecutter.project_slug }}.limits import UnreadDataTimeout, WebSocketLimits
+from {{ cookiecutter.project_slug }}.limits import PeerTimeouts, WebSocketLimits
 
 # Consumers close stale database connections between messages.
 pytestmark = pytest.mark.django_db
@@ -109,16 +109,20 @@ async def test_a_send_the_client_never_takes_is_given_up(settings, caplog):
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
-def test_the_servers_sockets_get_the_send_timeout_from_the_kernel():
+def test_the_servers_sockets_get_the_timeout_and_keepalive():
     with socket.create_server(("127.0.0.1", 0)) as listening:
         port = listening.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port)) as client:
             accepted, _ = listening.accept()
             with accepted:
-                UnreadDataTimeout().apply({"server": ["127.0.0.1", port]}, 2.5)
+                PeerTimeouts().apply({"server": ["127.0.0.1", port]}, 2.5)
 
-                def timeout_of(sock):
-                    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+                def timeouts_of(sock):
+                    return (
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+                        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    )
 
-                assert timeout_of(listening) == timeout_of(accepted) == 2500
-                assert timeout_of(client) == 0  # other sockets: left alone
+                assert timeouts_of(listening) == timeouts_of(accepted) == (2500, 1, 2)
+                assert timeouts_of(client)[:2] == (0, 0)  # other sockets: left alone

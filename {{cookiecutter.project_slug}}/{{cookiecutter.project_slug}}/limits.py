@@ -18,7 +18,10 @@ the server's sockets get settings.WEBSOCKET_SEND_TIMEOUT as TCP_USER_TIMEOUT (Li
 resets a connection whose peer has acknowledged nothing, or kept its receive window shut, for
 that long; the server then reports a disconnection as for any client that leaves. (The server
 cannot close it itself: closing waits for the buffered bytes to go out, which never happens.)
-Where that option is missing, a send that still waits after the same time is given up, and
+The same sockets get TCP keepalive, probing a connection idle for that long: a client that
+vanished without a word (a dropped network, a laptop closed) is then noticed too, within about
+twice that time, even in a quiet room and on servers that send no WebSocket pings.
+Where those options are missing, a send that still waits after the same time is given up, and
 nothing more is sent to that connection: the consumer goes on serving its other clients and
 nothing piles up for this one, but the connection stays open until the client leaves.
 """
@@ -62,10 +65,11 @@ class TokenBucket:
         return True
 
 
-class UnreadDataTimeout:
-    """Sets TCP_USER_TIMEOUT, once per port, on this process's TCP sockets of the server's
-    port: the listening ones, whose later connections inherit it, and those already accepted.
-    ASGI gives an application no socket: they are found among the process's descriptors."""
+class PeerTimeouts:
+    """Sets TCP_USER_TIMEOUT and keepalive, once per port, on this process's TCP sockets of the
+    server's port: the listening ones, whose later connections inherit them, and those already
+    accepted. ASGI gives an application no socket: they are found among the process's
+    descriptors."""
 
     def __init__(self):
         self.ports_done = set()
@@ -99,9 +103,13 @@ class UnreadDataTimeout:
                     sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == port
                 ):
                     sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    idle = max(1, round(seconds))
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, idle)
 
 
-unread_data_timeout = UnreadDataTimeout()
+peer_timeouts = PeerTimeouts()
 
 
 class WebSocketLimits:
@@ -113,7 +121,7 @@ class WebSocketLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
-        unread_data_timeout.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
+        peer_timeouts.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
         bucket = TokenBucket(settings.WEBSOCKET_MESSAGE_RATE, settings.WEBSOCKET_MESSAGE_BURST)
         closed = cut_off = False
 
