@@ -81,12 +81,14 @@ def start_app(lab, project, name, **variables):
     """The project's production command on application host `name`, behind the balancer."""
     host = lab[name]
     env = project.probe_env(
-        HOST=host.address,
-        PORT=PORT,
-        REDIS_URL=f"redis://{lab['redis'].address}:6379/0",
-        DJANGO_ALLOWED_HOSTS=lab["lb"].address,
-        FORWARDED_ALLOW_IPS=lab["lb"].address,
-        **variables,
+        **{
+            "HOST": host.address,
+            "PORT": PORT,
+            "REDIS_URL": f"redis://{lab['redis'].address}:6379/0",
+            "DJANGO_ALLOWED_HOSTS": lab["lb"].address,
+            "FORWARDED_ALLOW_IPS": lab["lb"].address,
+            **variables,
+        }
     )
     command = procfile_command(project.path)
     return host.popen(["/bin/sh", "-c", f"exec {command}"], env=env, cwd=project.path)
