@@ -338,20 +338,17 @@ def test_a_client_whose_network_vanishes_leaves_its_room(lab, cluster_project):
         result = lab["lb"].http_get(app.address, PORT, "/probe/groups", headers={"Host": site})
         return json.loads(result.body).get("room.cluster", 0)
 
-    client = None
     try:
         lab["lb"].wait_for_port(app.address, PORT, timeout=40, proc=proc)
         sock = roamer.connect(app.address, PORT)
-        client = ws_connect(
-            f"ws://{site}{ROOM}", sock=sock, origin=f"http://{site}", open_timeout=10
-        )
-        wait_until(lambda: room_size() == 1, 10, "joined")
-        roamer.set_link(up=False)
-        vanished = time.monotonic()
-        wait_until(lambda: room_size() == 0, 10 * timeout, "the room without it")
-        print(f"\nleft its room {time.monotonic() - vanished:.1f} s after its network went")
+        with ws_connect(f"ws://{site}{ROOM}", sock=sock, origin=f"http://{site}", close_timeout=1):
+            wait_until(lambda: room_size() == 1, 10, "joined")
+            roamer.set_link(up=False)
+            try:
+                vanished = time.monotonic()
+                wait_until(lambda: room_size() == 0, 10 * timeout, "the room without it")
+                print(f"\nleft its room {time.monotonic() - vanished:.1f} s after its network went")
+            finally:
+                roamer.set_link(up=True)
     finally:
-        roamer.set_link(up=True)
-        if client is not None:
-            client.socket.close()
         proc.stop(timeout=30)
