@@ -199,7 +199,6 @@ class PooledASGIHandler(ASGIHandler):
         response = HttpResponse(
             "Request body too large.\n", status=413, content_type="text/plain; charset=utf-8"
         )
-        response["Connection"] = "close"  # The rest of the body is never read.
         log_response("Request body too large: %s", scope["path"], response=response)
         await self.send_response(response, send)
 
