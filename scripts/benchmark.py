@@ -512,6 +512,24 @@ def bare_for(ctx, bare, template, layer="in-memory"):
     return Project("bare", bare.path, "bare", template.command, layer)
 
 
+def start_websocket_pair(ctx, stack, server_name, bare, template, layer, label):
+    """The bare project's minimal consumer and the template, on the same command and layer."""
+    baseline = bare_for(ctx, bare, template, layer)
+    return {
+        "bare": start_server(
+            ctx,
+            stack,
+            baseline,
+            app="bench_bare_asgi:application",
+            ready="/bench/json/",
+            label=f"{server_name}-bare-{label}",
+        ),
+        "template": start_server(
+            ctx, stack, template, label=f"{server_name}-template-{label}", **NO_LIMITS
+        ),
+    }
+
+
 TEMPLATE_FILES = (
     "cookiecutter.json",
     "hooks",
@@ -1077,20 +1095,9 @@ def room_part(ctx, server_name, template, bare):
     )
     try:
         with contextlib.ExitStack() as stack:
-            baseline = bare_for(ctx, bare, template, "in-memory")
-            servers = {
-                "bare": start_server(
-                    ctx,
-                    stack,
-                    baseline,
-                    app="bench_bare_asgi:application",
-                    ready="/bench/json/",
-                    label=f"{server_name}-bare-ws",
-                ),
-                "template": start_server(
-                    ctx, stack, template, label=f"{server_name}-template-ws", **NO_LIMITS
-                ),
-            }
+            servers = start_websocket_pair(
+                ctx, stack, server_name, bare, template, "in-memory", "ws"
+            )
 
             async def measure():
                 clients = {}
@@ -1149,20 +1156,7 @@ def broadcast_part(ctx, server_name, template, bare, layer):
     memory_row = Row(server_name, f"memory per idle socket, {layer} layer", "(report)")
     try:
         with contextlib.ExitStack() as stack:
-            baseline = bare_for(ctx, bare, template, layer)
-            servers = {
-                "bare": start_server(
-                    ctx,
-                    stack,
-                    baseline,
-                    app="bench_bare_asgi:application",
-                    ready="/bench/json/",
-                    label=f"{server_name}-bare-{layer}",
-                ),
-                "template": start_server(
-                    ctx, stack, template, label=f"{server_name}-template-{layer}", **NO_LIMITS
-                ),
-            }
+            servers = start_websocket_pair(ctx, stack, server_name, bare, template, layer, layer)
 
             async def measure():
                 clients = {}

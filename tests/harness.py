@@ -180,6 +180,17 @@ class Server:
             pass
 
 
+def tcp_connection(server_port, client_port):
+    """The fields of the server's TCP connection on loopback from `client_port`, as
+    /proc/net/tcp lists them (the inode is the tenth), or None once it is gone."""
+    wanted = f"0100007F:{server_port:04X} 0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if " ".join(fields[1:3]) == wanted:
+            return fields
+    return None
+
+
 def fetch(port, method, path, headers=None, body=None, timeout=10, source="127.0.0.1"):
     """One HTTP request to 127.0.0.1:port from `source`: (status, headers, body bytes)."""
     connection = http.client.HTTPConnection(

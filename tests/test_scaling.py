@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from harness import fetch, get_json, receive_json, wait_for, websocket
+from harness import fetch, get_json, receive_json, tcp_connection, wait_for, websocket
 from matrix import OPTIONS, chat_answers, only_when
 from projects import bake, deploy, start_production_server
 from services import database
@@ -51,13 +51,7 @@ def test_two_server_processes_share_rooms(redis_project, own_redis, tmp_path):
 
 def worker_of(server, client):
     """The pid of the worker process holding `client`'s connection (read from /proc)."""
-    client_port = client.socket.getsockname()[1]
-    wanted = f"0100007F:{server.port:04X} 0100007F:{client_port:04X}"
-    inode = next(
-        line.split()[9]
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-        if " ".join(line.split()[1:3]) == wanted
-    )
+    inode = tcp_connection(server.port, client.socket.getsockname()[1])[9]
     for fd in Path("/proc").glob("[0-9]*/fd/*"):
         try:
             if fd.readlink().name == f"socket:[{inode}]":

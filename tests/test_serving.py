@@ -12,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -27,6 +26,7 @@ from harness import (
     procfile_command,
     receive_json,
     status_or_none,
+    tcp_connection,
     wait_for,
     websocket,
 )
@@ -425,18 +425,6 @@ def never_reading_client(server, path):
     return client
 
 
-def connection_is_open(server_port, client_port):
-    """Whether the server still has a TCP connection from client_port (from /proc/net/tcp)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, remote = line.split()[1:3]
-        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
-            server_port,
-            client_port,
-        ):
-            return True
-    return False
-
-
 @once_per_server_with_websockets
 def test_a_client_that_stops_reading_is_dropped_in_bounded_memory(deployed_project, tmp_path):
     """While a room's messages pile up for a client that reads nothing, the others go on; once
@@ -451,7 +439,7 @@ def test_a_client_that_stops_reading_is_dropped_in_bounded_memory(deployed_proje
                 before = server.memory_mib()
                 message = {"message": "x" * 60_000, "user": None}
                 began, sent = time.monotonic(), 0
-                while connection_is_open(server.port, stuck_port):
+                while tcp_connection(server.port, stuck_port):
                     assert time.monotonic() - began < 60, f"still connected after {sent} messages"
                     alice.send(json.dumps({"message": message["message"]}))
                     assert receive_json(alice) == message  # not held up by the stuck client
