@@ -1,5 +1,27 @@
 import pytest
 
+from {{ cookiecutter.project_slug }} import testing
+
+
+@pytest.fixture
+def client():
+    """Django's test client, through the project's ASGI application (testing.py)."""
+    return testing.Client()
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    """pytest-django's admin_client, through the project's ASGI application."""
+    client = testing.Client()
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def async_client():
+    """Django's async test client, through the project's ASGI application (testing.py)."""
+    return testing.AsyncClient()
+
 
 @pytest.fixture(autouse=True)
 def test_settings(settings, tmp_path):

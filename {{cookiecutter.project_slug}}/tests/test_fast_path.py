@@ -3,13 +3,14 @@ middleware.py and handler.py answer as Django's own stack does, with far fewer t
 
 The first tests run each scenario on two handlers built here from the project's settings:
 "stock", Django's ASGIHandler with Django's default middleware (the project's other middleware
-in place), and "fast", handler.py's PooledASGIHandler with MIDDLEWARE. A scenario asserts what
+in place), and "fast", handler.py's FastASGIHandler with MIDDLEWARE. A scenario asserts what
 a browser must see; then both stacks' transcripts (status, every header in order, body; with
 dates and random values masked) must be identical. The others check what handler.py promises,
 and count the hops.
 """
 
 import asyncio
+import itertools
 import json
 import re
 import threading
@@ -19,9 +20,11 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished, request_started
+from django.http import JsonResponse
+from django.middleware import csrf
 
 from {{ cookiecutter.project_slug }} import middleware
-from {{ cookiecutter.project_slug }}.handler import PooledASGIHandler
+from {{ cookiecutter.project_slug }}.handler import FastASGIHandler
 
 from .fast_path import urls
 from .fast_path.client import Client, call, count_hops, http_scope, multipart
@@ -62,27 +65,21 @@ def test_settings_name_djangos_middleware_and_the_handler_loads_the_fast_ones():
         DJANGO_MIDDLEWARE
     )
     assert set(middleware.LOOP_DISPATCH) == set(DJANGO_MIDDLEWARE)
-    handler = PooledASGIHandler()
+    handler = FastASGIHandler()
     # The CSRF middleware's process_view is the one hook Django keeps a list of.
     assert [type(hook.__self__) for hook in handler._view_middleware] == [
         middleware.CsrfViewMiddleware
     ]
-    handler.pool.shutdown()
 
 
 @pytest.fixture
 def build():
     """build() makes both stacks, from the settings in force when it is called."""
-    fast_handlers = []
 
-    def build(max_threads=None):
-        stock = ASGIHandler()
-        fast_handlers.append(PooledASGIHandler(max_threads))
-        return {"stock": stock, "fast": fast_handlers[-1]}
+    def build():
+        return {"stock": ASGIHandler(), "fast": FastASGIHandler()}
 
-    yield build
-    for handler in fast_handlers:
-        handler.pool.shutdown()
+    return build
 
 
 @pytest.fixture
@@ -283,7 +280,7 @@ def one_thread_each(events):
     return threads
 
 
-async def test_each_request_runs_in_one_thread_and_threads_are_reused(stacks, events):
+async def test_each_request_runs_in_a_thread_of_its_own(stacks, events):
     threads, started = {}, {}
     for name, app in stacks.items():
         client = Client(app)
@@ -294,35 +291,48 @@ async def test_each_request_runs_in_one_thread_and_threads_are_reused(stacks, ev
                 await client.get("/fast/slow/")
         threads[name] = one_thread_each(events)
         started[name] = counts["threads"]
-    assert len(set(threads["stock"])) == 5 and started["stock"] >= 5  # A new one per request.
-    assert len(set(threads["fast"])) == 1 and started["fast"] == 0
+    assert len(set(threads["stock"])) == 5 and started["stock"] >= 5
+    # One thread started per request, and none to join it afterwards.
+    assert len(set(threads["fast"])) == 5 and started["fast"] == 5
 
 
-async def test_at_most_max_threads_requests_run_at_once(build, events):
-    app = build(max_threads=2)["fast"]
-    slow = [Client(app).get("/fast/slow/?seconds=0.05") for _ in range(4)]
-    responses = await asyncio.gather(*slow)
-    assert [response.status for response in responses] == [200] * 4
-    assert len(set(thread for event, thread in events if event == "view")) == 2
-    assert app.pool.started == len(app.pool.idle) == 2
+def request_threads():
+    return {thread for thread in threading.enumerate() if thread.name.startswith("asgi-request")}
 
 
-async def test_a_task_that_outlives_its_request_gets_no_thread(stacks):
+@uses_database
+async def test_nothing_a_request_leaves_in_its_thread_reaches_the_next(stacks, alice):
+    for app in stacks.values():
+        client = Client(app)
+        assert (await client.get("/fast/leave-state/?user=alice")).json() == {"left": "alice"}
+        for _ in range(3):
+            response = await client.get("/fast/read-state/")
+            assert response.json() == {"thread user": None, "connection tenant": None}
+
+
+@uses_database
+async def test_a_transaction_left_open_fails_no_other_request(stacks, alice):
+    for app in stacks.values():
+        client = Client(app)
+        assert (await client.get("/fast/leave-transaction-open/")).status == 200
+        for _ in range(5):
+            assert (await client.get("/fast/count-users/")).json() == {"users": 1}
+
+
+async def test_a_task_that_outlives_its_request_still_runs_its_sync_calls(stacks):
     late_call = {}
     for name, app in stacks.items():
         assert (await Client(app).get("/fast/background/")).status == 200
         await urls.SEEN["task"]
         late_call[name] = urls.SEEN["late call"]
-    # Django's stack runs it anyway, in a thread that belongs to no request.
-    assert isinstance(late_call["stock"], threading.Thread)
-    assert isinstance(late_call["fast"], RuntimeError)
-    assert "ThreadSensitiveContext has exited" in str(late_call["fast"])
+    # As under Django: in a thread of its own, once the request is over.
+    for name in stacks:
+        assert isinstance(late_call[name], threading.Thread), late_call[name]
 
 
-async def test_a_client_that_goes_away_leaks_nothing(stacks, events):
+async def test_threads_end_with_their_requests(stacks, events):
     app = stacks["fast"]
     await Client(app).get("/fast/sync/")
-    threads_before = set(threading.enumerate())
 
     async def go_away_while_the_view_runs(gone):
         while not any(event == "view" for event, _ in events):
@@ -341,8 +351,118 @@ async def test_a_client_that_goes_away_leaks_nothing(stacks, events):
         # Nothing was sent; the view ran to its end, then request_finished (which closes
         # database connections), in the same thread.
         one_thread_each(events)
-    assert app.pool.started == len(app.pool.idle) == 1
-    assert set(threading.enumerate()) <= threads_before  # No new thread either.
+    for _ in range(50):
+        if not request_threads():
+            break
+        await asyncio.sleep(0.02)
+    assert request_threads() == set()
+
+
+async def test_an_async_view_waits_without_a_thread_slot(settings, events):
+    settings.ASGI_REQUEST_THREADS = 1
+    app = FastASGIHandler()
+    # A stream that takes its time, and a client that never reads: neither holds the slot.
+    urls.SLOW_VIEW_MAY_FINISH.set()
+    never_read = asyncio.Event()
+
+    async def stalled_client():
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                await never_read.wait()
+
+        await app(http_scope("GET", "/fast/stream/?chunks=100&every=0.01"), receive, send)
+
+    stalled = [asyncio.create_task(stalled_client()) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    try:
+        for path in ("/fast/sync/", "/fast/async/"):
+            response = await asyncio.wait_for(Client(app).get(path), 2)
+            assert response.status == 200
+    finally:
+        for task in stalled:
+            task.cancel()
+        await asyncio.gather(*stalled, return_exceptions=True)
+
+
+async def test_at_most_asgi_request_threads_run_code_at_once(settings, events):
+    settings.ASGI_REQUEST_THREADS = 2
+    app = FastASGIHandler()
+    slow = [Client(app).get("/fast/slow/?seconds=0.05") for _ in range(6)]
+    responses = await asyncio.gather(*slow)
+    assert [response.status for response in responses] == [200] * 6
+    running = most = 0
+    for event, _ in events:
+        running += {"view": 1, "view done": -1}.get(event, 0)
+        most = max(most, running)
+    assert most == 2
+
+
+async def test_a_request_that_waits_too_long_for_a_thread_gets_503(settings, events, caplog):
+    settings.ASGI_REQUEST_THREADS = 1
+    settings.ASGI_REQUEST_QUEUE_TIMEOUT = 0.2
+    app = FastASGIHandler()
+    urls.SLOW_VIEW_MAY_FINISH.clear()
+    try:
+        holding = asyncio.create_task(Client(app).get("/fast/slow/"))
+        while not events:
+            await asyncio.sleep(0.01)
+        response = await asyncio.wait_for(Client(app).get("/fast/async/"), 5)
+        assert response.status == 503
+        assert response.header("retry-after") == "1"
+    finally:
+        urls.SLOW_VIEW_MAY_FINISH.set()
+    assert (await holding).status == 200
+    assert "Service busy" in caplog.text
+    # The slot came back: the next request gets it at once.
+    assert (await asyncio.wait_for(Client(app).get("/fast/sync/"), 2)).status == 200
+
+
+async def test_a_full_queue_answers_503_at_once(settings, events):
+    settings.ASGI_REQUEST_THREADS = 1
+    settings.ASGI_REQUEST_QUEUE_LENGTH = 1
+    app = FastASGIHandler()
+    urls.SLOW_VIEW_MAY_FINISH.clear()
+    try:
+        holding = asyncio.create_task(Client(app).get("/fast/slow/"))
+        while not events:
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(Client(app).get("/fast/sync/"))
+        await asyncio.sleep(0.05)
+        response = await asyncio.wait_for(Client(app).get("/fast/sync/"), 2)
+        assert response.status == 503
+    finally:
+        urls.SLOW_VIEW_MAY_FINISH.set()
+    assert (await holding).status == (await queued).status == 200
+
+
+async def test_a_queued_request_whose_client_left_never_runs(settings, events):
+    settings.ASGI_REQUEST_THREADS = 1
+    app = FastASGIHandler()
+    urls.SLOW_VIEW_MAY_FINISH.clear()
+    try:
+        holding = asyncio.create_task(Client(app).get("/fast/slow/"))
+        while not events:
+            await asyncio.sleep(0.01)
+        gone = asyncio.Event()
+        leaving = [
+            asyncio.create_task(call(app, http_scope("GET", "/fast/slow/"), disconnect=gone))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        gone.set()
+        await asyncio.sleep(0.05)
+    finally:
+        urls.SLOW_VIEW_MAY_FINISH.set()
+    assert (await holding).status == 200
+    assert await asyncio.gather(*leaving) == [None] * 3
+    assert [event for event, _ in events].count("view") == 1
 
 
 async def post_in_chunks(app, chunks, declared=None):
@@ -369,13 +489,33 @@ async def post_in_chunks(app, chunks, declared=None):
 
 async def test_a_body_over_the_limit_is_refused_before_it_is_read(build, settings, caplog):
     settings.REQUEST_MAX_BODY_BYTES = 1000
+    settings.SECURE_HSTS_SECONDS = 3600
     app = build()["fast"]
 
     sent, read = await post_in_chunks(app, [b"x" * 600, b"x" * 600], declared=1200)
 
     assert (sent[0]["type"], sent[0]["status"]) == ("http.response.start", 413)
     assert read == 0
-    assert "Request body too large: /fast/body-size/" in caplog.text
+    assert "Too Large: /fast/body-size/" in caplog.text
+    # Through the middleware, like any response.
+    headers = dict(sent[0]["headers"])
+    assert headers[b"X-Content-Type-Options"] == b"nosniff"
+
+
+async def test_a_refused_body_keeps_djangos_protections(build, settings):
+    settings.REQUEST_MAX_BODY_BYTES = 1000
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    app = build()["fast"]
+    client = Client(app)
+    big = {"a": "x" * 2000}
+
+    response = await client.post("/fast/body-size/", big)
+    assert response.status == 301  # To HTTPS first, as for any request.
+    assert (await client.post("/fast/body-size/", big, host="evil.example")).status == 400
+    response = await client.post("/fast/body-size/", big, scheme="https")
+    assert response.status == 413
+    assert response.header("strict-transport-security").startswith("max-age=3600")
 
 
 async def test_a_body_without_a_length_is_cut_off_once_it_passes_the_limit(build, settings):
@@ -386,7 +526,6 @@ async def test_a_body_without_a_length_is_cut_off_once_it_passes_the_limit(build
 
     assert sent[0]["status"] == 413
     assert read == 2
-    assert app.pool.started == 0  # Refused before the request got a thread.
 
 
 async def test_a_body_within_the_limit_reaches_the_view(build, settings):
@@ -466,11 +605,103 @@ async def test_subclasses_get_djangos_dispatch_unless_they_declare_theirs(settin
         f"{__name__}.{subclass.__name__}" if path.endswith(".SessionMiddleware") else path
         for path in settings.MIDDLEWARE
     ]
-    app = PooledASGIHandler()
-    try:
+    app = FastASGIHandler()
+    await Client(app).get("/fast/async/")
+    with count_hops() as counts:
         await Client(app).get("/fast/async/")
-        with count_hops() as counts:
-            await Client(app).get("/fast/async/")
-    finally:
-        app.pool.shutdown()
     assert counts["hops"] == hops
+
+
+# A project's own CSRF rules, each written once and subclassed from Django's class (run on
+# Django's stack) and from middleware.py's (run on the fast one), with and without the flag.
+class Stricter:
+    """Refuses unsafe requests without X-Requested-With, through the failure view."""
+
+    def process_view(self, request, callback, callback_args, callback_kwargs):
+        if request.method == "POST" and "x-requested-with" not in request.headers:
+            return self._reject(request, "X-Requested-With missing")
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class Exempting:
+    """Lets /fast/form/ through without a token."""
+
+    def process_view(self, request, callback, callback_args, callback_kwargs):
+        if request.path == "/fast/form/":
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class JsonFailure:
+    """Answers a CSRF failure with JSON."""
+
+    def _reject(self, request, reason):
+        return JsonResponse({"csrf": "failed", "reason": reason}, status=403)
+
+
+RULES = (Stricter, Exempting, JsonFailure)
+for rule, base, flag in itertools.product(
+    RULES, (csrf.CsrfViewMiddleware, middleware.CsrfViewMiddleware), (False, True)
+):
+    namespace = {"run_hooks_on_loop": True} if flag else {}
+    name = f"{rule.__name__}{'Project' if base is middleware.CsrfViewMiddleware else 'Django'}"
+    name += "OnLoop" if flag else ""
+    globals()[name] = type(name, (rule, base), namespace)
+
+
+async def csrf_rule_scenario(client):
+    token = (await client.get("/fast/token/")).json()["token"]
+    with_token = {"a": "1", "csrfmiddlewaretoken": token}
+    ajax = [("x-requested-with", "XMLHttpRequest")]
+    for path in ("/fast/form/", "/fast/async-form/"):
+        await client.post(path, {"a": "1"})
+        await client.post(path, {"a": "1"}, headers=ajax)
+        await client.post(path, with_token)
+        await client.post(path, with_token, headers=ajax)
+
+
+@uses_database
+@pytest.mark.parametrize("on_loop", [False, True], ids=["no flag", "run_hooks_on_loop"])
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
+async def test_a_csrf_subclass_behaves_as_the_same_subclass_of_djangos(settings, rule, on_loop):
+    def stack(base, handler):
+        name = f"{rule.__name__}{base}{'OnLoop' if on_loop else ''}"
+        settings.MIDDLEWARE = [
+            f"{__name__}.{name}" if path.endswith(".CsrfViewMiddleware") else path
+            for path in DJANGO_MIDDLEWARE
+        ]
+        return handler()
+
+    stacks = {"stock": stack("Django", ASGIHandler), "fast": stack("Project", FastASGIHandler)}
+    await on_both(stacks, csrf_rule_scenario)
+
+
+@uses_database
+async def test_the_rules_differ_from_djangos_own(settings):
+    """The scenario tells the rules apart: a subclass whose override were lost would fail."""
+    transcripts = set()
+    for rule in (None, *RULES):
+        name = f"{rule.__name__}Project" if rule else None
+        settings.MIDDLEWARE = [
+            f"{__name__}.{name}" if name and path.endswith(".CsrfViewMiddleware") else path
+            for path in DJANGO_MIDDLEWARE
+        ]
+        client = Client(FastASGIHandler())
+        await csrf_rule_scenario(client)
+        transcripts.add(
+            repr([(path, status, body) for _, path, status, _, body in client.transcript])
+        )
+    assert len(transcripts) == 4
+
+
+async def test_a_large_form_is_parsed_in_a_thread(stacks):
+    client = Client(stacks["fast"])
+    token = (await client.get("/fast/token/")).json()["token"]
+    small = {"a": "x" * 1000, "csrfmiddlewaretoken": token}
+    large = {"a": "x" * (middleware.LOOP_PARSE_MAX_BYTES + 1), "csrfmiddlewaretoken": token}
+    hops = {}
+    for name, data in (("small", small), ("large", large)):
+        with count_hops() as counts:
+            assert (await client.post("/fast/form/", data)).status == 200
+        hops[name] = counts["hops"]
+    assert hops["large"] == hops["small"] + 1  # CSRF's reading of the body.

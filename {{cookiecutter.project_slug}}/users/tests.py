@@ -3,11 +3,14 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.test import Client
+
+from {{ cookiecutter.project_slug }}.testing import Client
 
 from .models import User
 
-pytestmark = pytest.mark.django_db
+# Requests run in threads of their own, on database connections of their own, as in production
+# (the client goes through asgi.py): they see committed data only.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "correct horse battery staple"
 

@@ -123,16 +123,12 @@ def check_in_memory_layer_has_one_process(app_configs, **kwargs):
 
 @checks.register("asgi")
 def check_persistent_connections_are_pooled(app_configs, **kwargs):
-    # handler.py (ASGI_REQUEST_THREADS) reuses request threads, and their connections with them.
-    if hasattr(settings, "ASGI_REQUEST_THREADS"):
-        return []
     return [
         checks.Warning(
-            f"DATABASES[{alias!r}] sets CONN_MAX_AGE without Django's connection pool: with "
-            "Django's own ASGI handler each request runs in a new thread, so persistent "
-            "connections pile up, one per thread, and are never reused.",
-            hint='Set CONN_MAX_AGE = 0 and OPTIONS["pool"] = True (needs psycopg[pool]), or serve '
-            "with a handler that reuses request threads (this template's handler.py).",
+            f"DATABASES[{alias!r}] sets CONN_MAX_AGE without Django's connection pool: under "
+            "ASGI each request runs in a new thread, so persistent connections pile up, one "
+            "per thread, and are never reused.",
+            hint='Set CONN_MAX_AGE = 0 and OPTIONS["pool"] = True (needs psycopg[pool]).',
             id="asgi.W002",
         )
         for alias, database in settings.DATABASES.items()

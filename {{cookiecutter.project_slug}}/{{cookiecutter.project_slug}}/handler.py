@@ -1,153 +1,379 @@
 """
-Django's ASGI handler, with request threads that are reused and request bodies that are capped.
+Django's ASGI handler, with request threads that are fresh, bounded and never held idle.
 
-Django runs each request's sync code (middleware, sync views, ORM calls from async views) in
-a thread of its own: `ASGIHandler` enters asgiref's `ThreadSensitiveContext()`, which starts a
-one-thread executor on the request's first `sync_to_async` call and, when the request ends,
-joins it from yet another new thread. That is two thread starts per request, and Django's
-database connections, which belong to a thread, die with it.
+Trust model: every request is as isolated as under Django's own ASGIHandler. Its synchronous
+code (sync views and middleware, ORM calls from async views, signal receivers) runs in a thread
+that no other request ever used or will use, so thread-local state, the database connections
+Django keeps per thread, an open transaction and session state on the connection all die with
+the request. The thread is started on the request's first synchronous call: Django's own
+request_started receivers make that the first thing every request does, as under Django.
 
-Here a request gets the same kind of thread, leased from a bounded pool and given back after
-the request, as in a threaded WSGI server: asgiref's own mechanism,
-`ThreadSensitiveContext(executor=...)` (asgiref 3.13 or newer), around Django's unchanged
-handler.
+What this handler adds to Django's:
 
-- One thread per request: all of a request's thread-sensitive sync code runs in one thread,
-  which runs nothing else until that work is over.
-- A thread is reused only once everything submitted to it has finished. When a client goes
-  away mid-request, Django cancels the request's task; the view's sync code finishes in its
-  thread, Django's `request_finished` (which closes database connections) runs after it in
-  the same thread, then the thread is reused. A thread that never finishes keeps its slot.
-- A task that outlives its request and then calls `sync_to_async(thread_sensitive=True)`
-  gets RuntimeError ("ThreadSensitiveContext has exited") instead of a new thread.
-- At most ASGI_REQUEST_THREADS (settings.py) requests run at once per handler, that is per
-  server process; later ones wait, first come first served, once their body has arrived (a
-  slow upload holds no thread). A request holds its thread until it ends, even while an async
-  view awaits (long polling, server-sent events): count them in.
-- Database connections behave as under a threaded WSGI server with that many threads:
-  CONN_MAX_AGE keeps at most one per thread, reused by the thread's next requests; Django's
-  connection pool lends one to a request until `request_finished`.
+- A bound. At most ASGI_REQUEST_THREADS threads run code at once per server process (a thread
+  that waits for its request's client, or for an async view, is not running code and does not
+  count). A request whose first call finds them all busy queues, first come first served,
+  behind requests that already started (so that started work finishes first). Past
+  ASGI_REQUEST_QUEUE_TIMEOUT seconds in the queue, or with ASGI_REQUEST_QUEUE_LENGTH already
+  queued, it gets 503 with Retry-After. A queued request whose client has gone away never runs.
+- Probes. /healthz and /readyz (health.py) are answered before Django and take no thread, so
+  they never wait behind application requests.
+- A body cap. A request body larger than REQUEST_MAX_BODY_BYTES is not read: the request goes
+  through the middleware with an empty body to a view that answers 413, so the HTTPS redirect,
+  the Host check and the security headers apply to the refusal as to any response. Django
+  spools bodies to disk past FILE_UPLOAD_MAX_MEMORY_SIZE; the cap bounds that disk and the time
+  a client can tie up.
 
-A request body larger than REQUEST_MAX_BODY_BYTES (settings.py) is refused with 413 before
-Django reads it: at once when the Content-Length header says so, otherwise as soon as the bytes
-received pass the limit. Django itself spools a body to a temporary file past
-FILE_UPLOAD_MAX_MEMORY_SIZE, so memory stays bounded either way; the cap bounds the disk and the
-time a client can tie up, whatever the view would have done with the body.
+A task that a request starts and leaves running gets a thread of its own for its synchronous
+calls once the request has ended, as under Django (asgiref makes one per context).
 
-Relied upon, besides asgiref's documented executor argument: `ASGIHandler.handle` calls
-`read_body(receive)` first, with no thread-sensitive call before it (one would raise
-RuntimeError, not run elsewhere), and `ASGIHandler.__call__` enters a
-`ThreadSensitiveContext()` of its own, a no-op inside this one.
+Relies on asgiref internals listed in INTERNALS (below): the per-context executor registry that
+`ThreadSensitiveContext` uses, so that a request's calls go to its own executor while Django's
+handler runs unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import django
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.urls import re_path
 from django.utils.log import log_response
+from django.views.decorators.csrf import csrf_exempt
 
-DEFAULT_THREADS = 32
+from . import health
+from .testing import SKIP_CSRF_CHECKS
+
+logger = logging.getLogger("django.request")
+
+INTERNALS = (
+    "asgiref.sync.SyncToAsync.thread_sensitive_context: the ContextVar holding the current "
+    "ThreadSensitiveContext.",
+    "asgiref.sync.SyncToAsync.context_to_thread_executor: the executor of each "
+    "ThreadSensitiveContext, created on its first thread-sensitive call when absent.",
+    "django.core.handlers.asgi.ASGIHandler.handle: reads the body with read_body(receive), sends "
+    "request_started, then calls create_request(scope, body_file); listens for the client's "
+    "disconnect with receive() only after that.",
+)
+
+ASGI_REQUEST_THREADS = 64
+ASGI_REQUEST_QUEUE_LENGTH = 1000
+ASGI_REQUEST_QUEUE_TIMEOUT = 10.0
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-class RequestThread(ThreadPoolExecutor):
-    """A one-thread executor that knows whether its work has drained."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(max_workers=1, thread_name_prefix=name)
-        self.last_submission: Future[Any] | None = None
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future = super().submit(fn, *args, **kwargs)
-        self.last_submission = future  # One worker, in order: the last done means all done.
-        return future
+class RequestsBusy(Exception):
+    """No request thread became free in time: the request is answered 503."""
 
 
-class RequestThreadPool:
-    """A bounded pool of RequestThread, last in first out; used from one event loop."""
+class ThreadBudget:
+    """How many request threads may run code at once, and who waits for the next to finish.
 
-    def __init__(self, max_threads: int = DEFAULT_THREADS) -> None:
-        if max_threads < 1:
-            raise ValueError("max_threads must be 1 or more.")
-        self.max_threads = max_threads
-        self.started = 0
-        self.idle: list[RequestThread] = []
-        self.waiters: deque[asyncio.Future[RequestThread]] = deque()
+    Thread-safe: threads finish work and give their slot back from their own thread.
+    """
 
-    async def acquire(self) -> RequestThread:
-        if self.idle:
-            return self.idle.pop()  # The most recently used: its connections are warm.
-        if self.started < self.max_threads:
-            self.started += 1
-            return RequestThread(f"asgi-request-{self.started}")
-        waiter: asyncio.Future[RequestThread] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())  # Handed over just as the request was cancelled.
-            raise
+    def __init__(self, size: int, queue_length: int) -> None:
+        if size < 1:
+            raise ValueError("ASGI_REQUEST_THREADS must be 1 or more.")
+        self.size = size
+        self.queue_length = queue_length
+        self.running = 0
+        self.started: deque[Callable[[], None]] = deque()  # requests past their first call
+        self.arriving: deque[Callable[[], None]] = deque()  # requests waiting for their first
+        self.lock = threading.Lock()
 
-    def release(self, thread: RequestThread) -> None:
-        """Give `thread` back once the work submitted to it has finished."""
-        last = thread.last_submission
-        if last is not None and not last.done():
-            loop = asyncio.get_running_loop()
+    def acquire(self, grant: Callable[[], None], first: bool) -> bool | None:
+        """True: a slot is yours now. None: `grant()` is called when one is. False: refused."""
+        with self.lock:
+            if self.running < self.size and not self.started and not self.arriving:
+                self.running += 1
+                return True
+            if not first:
+                self.started.append(grant)
+                return None
+            if len(self.arriving) >= self.queue_length:
+                return False
+            self.arriving.append(grant)
+            return None
 
-            def drained(_: Future[Any]) -> None:  # Runs in the request thread.
-                try:
-                    loop.call_soon_threadsafe(self.release, thread)
-                except RuntimeError:
-                    pass  # The loop is closed: the server is gone.
+    def withdraw(self, grant: Callable[[], None]) -> bool:
+        """Leave the queue; False if the slot was already granted."""
+        with self.lock:
+            for queue in (self.started, self.arriving):
+                if grant in queue:
+                    queue.remove(grant)
+                    return True
+            return False
 
-            last.add_done_callback(drained)
-            return
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(thread)
+    def release(self) -> None:
+        with self.lock:
+            queue = self.started or self.arriving
+            if not queue:
+                self.running -= 1
                 return
-        self.idle.append(thread)
+            grant = queue.popleft()  # The slot passes on: `running` stays the same.
+        grant()
 
-    def shutdown(self) -> None:
-        """Stop the idle threads; leased ones run on."""
-        while self.idle:
-            self.idle.pop().shutdown(wait=True)
+    @property
+    def queued(self) -> int:
+        return len(self.started) + len(self.arriving)
 
 
-class RequestLease(Executor):
-    """The executor of one request's context: its pooled thread, once the body is in."""
+Call = tuple[Future[Any], Callable[[], Any]]
 
-    thread: RequestThread | None = None
+
+class RequestThread(Executor):
+    """The executor of one request: a thread of its own, started on the first call and used for
+    that request only, run within the process's ThreadBudget.
+
+    Calls come from the request's event loop; completions from the thread, under the lock.
+    """
+
+    def __init__(
+        self, budget: ThreadBudget, loop: asyncio.AbstractEventLoop, receiver: Receiver
+    ) -> None:
+        self.budget = budget
+        self.loop = loop
+        self.receiver = receiver
+        self.executor: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
+        self.outstanding = 0  # Calls handed to the thread and not finished.
+        self.holds_slot = False
+        self.waiting = False
+        self.backlog: deque[Call] = deque()
+        self.starting = True  # Until Django has created the request (request_started first).
+        self.deadline: asyncio.TimerHandle | None = None
+        self.refused = False  # The queue gave up on this request: its calls bypass the budget.
+        self.closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if self.thread is None:
-            raise RuntimeError("No request thread yet: the body is still being received.")
-        return self.thread.submit(fn, *args, **kwargs)
+        outer: Future[Any] = Future()
+        with self.lock:
+            self.backlog.append((outer, lambda: fn(*args, **kwargs)))
+            if self.holds_slot or self.refused:
+                ready = self.take_backlog()
+            elif self.waiting:
+                return outer
+            else:
+                ready = None
+                self.waiting = True
+                first = self.executor is None
+        if ready is not None:
+            self.dispatch(ready)
+            return outer
+        granted = self.budget.acquire(self.granted_from_any_thread, first)
+        if granted:
+            self.granted()
+        elif granted is False:
+            self.give_up()
+        elif first:
+            timeout = getattr(settings, "ASGI_REQUEST_QUEUE_TIMEOUT", ASGI_REQUEST_QUEUE_TIMEOUT)
+            self.deadline = self.loop.call_later(timeout, self.expire)
+            if self.starting:
+                self.receiver.watch()  # Django is not listening for a disconnect yet.
+        return outer
+
+    def granted_from_any_thread(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.granted)
+        except RuntimeError:  # The loop is closed: the server is gone.
+            self.budget.release()
+
+    def granted(self) -> None:
+        """The request may run code in its thread now (on the loop)."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if self.closed:
+            self.budget.release()
+            return
+        if self.executor is None and self.receiver.gone():
+            # Its client left while it queued: the request never starts.
+            self.budget.release()
+            with self.lock:
+                self.waiting = False
+                self.refused = True
+                backlog, self.backlog = self.backlog, deque()
+            for outer, _ in backlog:
+                if self.starting and outer.set_running_or_notify_cancel():
+                    outer.set_exception(RequestAborted())
+                # Otherwise Django noticed the disconnect too, and cancels the request's task.
+            return
+        with self.lock:
+            self.waiting = False
+            ready = self.take_backlog()
+            idle = self.outstanding == 0
+            self.holds_slot = not idle
+        if idle:  # Every call was cancelled while it waited.
+            self.budget.release()
+        self.dispatch(ready)
+
+    def take_backlog(self) -> list[Call]:
+        """The waiting calls that were not cancelled meanwhile (with the lock held)."""
+        ready = [call for call in self.backlog if call[0].set_running_or_notify_cancel()]
+        self.backlog.clear()
+        self.outstanding += len(ready)
+        return ready
+
+    def dispatch(self, ready: list[Call]) -> None:
+        if not ready:
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgi-request")
+        for outer, call in ready:
+            inner = self.executor.submit(call)
+            inner.add_done_callback(lambda inner, outer=outer: self.finished(inner, outer))
+
+    def finished(self, inner: Future[Any], outer: Future[Any]) -> None:
+        """In the request's thread, when a call has returned."""
+        with self.lock:
+            self.outstanding -= 1
+            release = self.outstanding == 0 and self.holds_slot
+            if release:
+                self.holds_slot = False
+        if release:
+            self.budget.release()
+        error = inner.exception()
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(inner.result())
+
+    def expire(self) -> None:
+        """ASGI_REQUEST_QUEUE_TIMEOUT passed before the request's first call could run."""
+        self.deadline = None
+        if self.budget.withdraw(self.granted_from_any_thread):
+            self.give_up()
+
+    def give_up(self) -> None:
+        with self.lock:
+            self.waiting = False
+            self.refused = True
+            backlog = list(self.backlog)
+            if self.starting:
+                self.backlog.clear()
+        self.receiver.stop_request()
+        if self.starting:
+            # Still in request_started: the error leaves Django's handler, and handle() answers.
+            for outer, _ in backlog:
+                if outer.set_running_or_notify_cancel():
+                    outer.set_exception(RequestsBusy())
+        # Otherwise Django's disconnect handling cancels the request's task, and so the calls
+        # that wait; its clean-up calls then run outside the budget (refused).
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.closed = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if self.waiting:
+            self.budget.withdraw(self.granted_from_any_thread)
+        if self.executor is not None:
+            # The thread ends once its last call has returned; nothing waits for it.
+            self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-lease_var: contextvars.ContextVar[RequestLease] = contextvars.ContextVar("request_lease")
+class Receiver:
+    """The request's `receive`. Once the body is in, the next message can only be the client's
+    disconnect: Django listens for it once it has created the request, this watches for it
+    while the request queues for its first thread before that, and either can stop the
+    request (a disconnect for Django's listener, which then cancels the request's task)."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.body_read = False
+        self.body_left_unread = False
+        self.pending: asyncio.Future[dict[str, Any]] | None = None
+        self.stop: asyncio.Future[None] | None = None
+
+    async def __call__(self) -> dict[str, Any]:
+        if not self.body_read:
+            return await self.receive()
+        if self.stop is None:
+            self.stop = asyncio.get_running_loop().create_future()
+        if self.body_left_unread:
+            # Receiving would read the refused body: the response is sent without listening.
+            await self.stop
+            return {"type": "http.disconnect"}
+        self.watch()
+        assert self.pending is not None
+        await asyncio.wait((self.pending, self.stop), return_when=asyncio.FIRST_COMPLETED)
+        if self.stop.done():
+            return {"type": "http.disconnect"}
+        return self.pending.result()
+
+    def watch(self) -> None:
+        if self.pending is None and not self.body_left_unread:
+            self.pending = asyncio.ensure_future(self.receive())
+
+    def gone(self) -> bool:
+        pending = self.pending
+        return (
+            pending is not None
+            and pending.done()
+            and not pending.cancelled()
+            and pending.exception() is None
+            and pending.result().get("type") == "http.disconnect"
+        )
+
+    def stop_request(self) -> None:
+        if self.stop is None:
+            self.stop = asyncio.get_running_loop().create_future()
+        if not self.stop.done():
+            self.stop.set_result(None)
+
+    def close(self) -> None:
+        if self.pending is not None and not self.pending.done():
+            self.pending.cancel()
 
 
-class PooledASGIHandler(ASGIHandler):
-    """ASGIHandler whose requests run their sync code in pooled threads."""
+@csrf_exempt
+def body_too_large(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(
+        "Request body too large.\n", status=413, content_type="text/plain; charset=utf-8"
+    )
 
-    def __init__(self, max_threads: int | None = None) -> None:
+
+# The URLconf of a request whose body was refused (request.urlconf = this module).
+urlpatterns = [re_path(r"", body_too_large)]
+
+
+class Request:
+    """What the handler knows of the request being handled."""
+
+    def __init__(self, scope: Any, thread: RequestThread, receiver: Receiver) -> None:
+        self.scope = scope
+        self.thread = thread
+        self.receiver = receiver
+        self.body_refused = False
+        self.response_started = False
+
+
+current: contextvars.ContextVar[Request] = contextvars.ContextVar("asgi_runtime_request")
+
+
+class FastASGIHandler(ASGIHandler):
+    """ASGIHandler with fresh request threads in a budget, probes first and a body cap."""
+
+    def __init__(self) -> None:
         super().__init__()
-        if max_threads is None:
-            max_threads = getattr(settings, "ASGI_REQUEST_THREADS", DEFAULT_THREADS)
-        self.pool = RequestThreadPool(max_threads)
+        self.budget = ThreadBudget(
+            getattr(settings, "ASGI_REQUEST_THREADS", ASGI_REQUEST_THREADS),
+            getattr(settings, "ASGI_REQUEST_QUEUE_LENGTH", ASGI_REQUEST_QUEUE_LENGTH),
+        )
         self.max_body_bytes: int | None = getattr(settings, "REQUEST_MAX_BODY_BYTES", None)
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -163,53 +389,111 @@ class PooledASGIHandler(ASGIHandler):
         finally:
             settings.MIDDLEWARE = named
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it.
-        lease = RequestLease()
-        token = lease_var.set(lease)
+        if scope["path"] in health.PROBES:
+            return await health.PROBES[scope["path"]](scope, receive, send)
+        receiver = Receiver(receive)
+        thread = RequestThread(self.budget, asyncio.get_running_loop(), receiver)
+        request = Request(scope, thread, receiver)
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            request.response_started = True
+            await send(message)
+
+        token = current.set(request)
+        context = ThreadSensitiveContext()
         try:
-            async with ThreadSensitiveContext(executor=lease):
-                await super().__call__(scope, receive, send)
+            async with context:
+                # Django's own ThreadSensitiveContext is a no-op inside this one: the request's
+                # thread-sensitive calls go to its RequestThread.
+                SyncToAsync.context_to_thread_executor[context] = thread
+                try:
+                    await super().__call__(scope, receiver, tracking_send)
+                finally:
+                    # Taken out before the context exits, which would join the thread.
+                    SyncToAsync.context_to_thread_executor.pop(context, None)
+        except (RequestsBusy, RequestAborted):
+            pass
         finally:
-            lease_var.reset(token)
-            if lease.thread is not None:
-                self.pool.release(lease.thread)
+            current.reset(token)
+            thread.shutdown(wait=False)
+            receiver.close()
+        if thread.refused and not request.response_started and not receiver.gone():
+            await self.send_busy(scope, send)
 
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        limit = self.max_body_bytes
-        if limit is None:
-            return await super().handle(scope, receive, send)
-        if declared_length(scope) > limit:
-            return await self.refuse_body(scope, send)
-        received = 0
-
-        async def bounded_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                await self.refuse_body(scope, send)
-                raise RequestAborted  # Django's handle() then returns without a response.
-            return message
-
-        await super().handle(scope, bounded_receive, send)
-
-    async def refuse_body(self, scope: Any, send: Any) -> None:
+    async def send_busy(self, scope: Any, send: Send) -> None:
+        timeout = getattr(settings, "ASGI_REQUEST_QUEUE_TIMEOUT", ASGI_REQUEST_QUEUE_TIMEOUT)
         response = HttpResponse(
-            "Request body too large.\n", status=413, content_type="text/plain; charset=utf-8"
+            "Too many requests at once: try again shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+            headers={"Retry-After": str(max(1, round(timeout)))},
         )
-        log_response("Request body too large: %s", scope["path"], response=response)
+        log_response(
+            "Service busy (%s request threads running, %s queued): %s",
+            self.budget.size,
+            self.budget.queued,
+            scope["path"],
+            response=response,
+            level="warning",
+        )
         await self.send_response(response, send)
 
     async def read_body(self, receive: Any) -> IO[bytes]:
-        body_file: IO[bytes] = await super().read_body(receive)
-        try:
-            lease_var.get().thread = await self.pool.acquire()
-        except BaseException:
-            body_file.close()
-            raise
+        """Django's, stopped at REQUEST_MAX_BODY_BYTES: a larger body is left unread."""
+        limit = self.max_body_bytes
+        request = current.get(None)
+        if request is None:
+            return await super().read_body(receive)
+        body_file = await self.read_capped_body(receive, limit, request)
+        request.receiver.body_read = True
+        request.receiver.body_left_unread = request.body_refused
         return body_file
+
+    async def read_capped_body(
+        self, receive: Any, limit: int | None, request: Request
+    ) -> IO[bytes]:
+        if limit is None:
+            return await super().read_body(receive)
+        if declared_length(request.scope) > limit:
+            request.body_refused = True
+            return await super().read_body(empty_body)
+        received = 0
+
+        async def capped() -> dict[str, Any]:
+            nonlocal received
+            if request.body_refused:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                request.body_refused = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        body_file: IO[bytes] = await super().read_body(capped)
+        if request.body_refused:
+            body_file.close()
+            return await super().read_body(empty_body)
+        return body_file
+
+    def create_request(self, scope: Any, body_file: IO[bytes]) -> Any:
+        http_request, error_response = super().create_request(scope, body_file)
+        request = current.get(None)
+        if request is not None:
+            request.thread.starting = False
+            if http_request is not None and request.body_refused:
+                # Through the middleware, to a view that answers 413 (see the docstring).
+                http_request.urlconf = __name__
+        if http_request is not None and scope.get(SKIP_CSRF_CHECKS):
+            http_request._dont_enforce_csrf_checks = True  # As Django's test clients do.
+        return http_request, error_response
+
+
+async def empty_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def declared_length(scope: Any) -> int:
@@ -223,7 +507,7 @@ def declared_length(scope: Any) -> int:
     return 0
 
 
-def get_asgi_application() -> PooledASGIHandler:
-    """Like django.core.asgi.get_asgi_application, with pooled request threads."""
+def get_asgi_application() -> FastASGIHandler:
+    """Like django.core.asgi.get_asgi_application, with this module's handler."""
     django.setup(set_prefix=False)
-    return PooledASGIHandler()
+    return FastASGIHandler()

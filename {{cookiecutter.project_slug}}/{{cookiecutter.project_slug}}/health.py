@@ -2,7 +2,8 @@
 Liveness (/healthz) and readiness (/readyz) probes.
 
 Load balancers and orchestrators probe over plain HTTP, often with a pod IP as the Host, so
-this middleware sits first and answers before host validation and the HTTPS redirect.
+handler.py answers them before Django: before host validation and the HTTPS redirect, and
+without a request thread, so that a probe never waits behind application requests.
 /healthz says the process is up; /readyz also checks the backing services and answers 503,
 naming each one that is down, so that traffic goes elsewhere until they are back, and logs
 why in one warning line.
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 {%- endif %}
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 {%- if cookiecutter.channel_layer == "redis" %}
 from channels.layers import get_channel_layer
 from django.core.cache import cache
@@ -81,7 +82,7 @@ async def problem_with(check):
     return None
 
 
-async def readiness(request):
+async def readiness():
     problems = await asyncio.gather(*(problem_with(check) for check in CHECKS.values()))
     down = {name: problem for name, problem in zip(CHECKS, problems, strict=True) if problem}
     response = JsonResponse(
@@ -94,21 +95,29 @@ async def readiness(request):
     if down:
         # One warning with the reasons, instead of Django's "Service Unavailable" error line.
         reasons = "; ".join(f"{name}: {problem}" for name, problem in down.items())
-        log_response("Not ready: %s", reasons, response=response, request=request, level="warning")
+        log_response("Not ready: %s", reasons, response=response, level="warning")
     return response
 
 
-class HealthCheckMiddleware:
-    async_capable = True
-    sync_capable = False
+async def liveness():
+    return JsonResponse({"status": "ok"})
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
-    async def __call__(self, request):
-        if request.path == "/healthz":
-            return JsonResponse({"status": "ok"})
-        if request.path == "/readyz":
-            return await readiness(request)
-        return await self.get_response(request)
+def probe(answer):
+    """An ASGI application that sends `answer()`'s response (HEAD: without its body)."""
+
+    async def application(scope, receive, send):
+        response = await answer()
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
+        ]
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        body = b"" if scope["method"] == "HEAD" else response.content
+        await send({"type": "http.response.body", "body": body})
+
+    return application
+
+
+PROBES = {"/healthz": probe(liveness), "/readyz": probe(readiness)}

@@ -14,20 +14,25 @@ otherwise in the request's thread, exactly as Django would:
   lazy: it happens where the view first uses it, never in these hooks.
 - MessageMiddleware.process_response, when messages were read or added.
 - CsrfViewMiddleware: every hook with CSRF_USE_SESSIONS; `process_view` when `request.POST`
-  may parse a multipart body, or read one that is spooled to disk or of unknown size; the
+  may be parsed from a body that is multipart, larger than LOOP_PARSE_MAX_BYTES (64 KiB: parsing
+  is CPU work that would hold up every other request of the process) or of unknown size; the
   failure view and its logging.
 - SecurityMiddleware, CommonMiddleware, AuthenticationMiddleware (it installs a lazy
   `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
 
-Trust model: only the classes of this module run hooks on the loop. A subclass of them (the
-project's own) gets Django's dispatch back, unless its class body sets
-`run_hooks_on_loop = True`, promising that its code does no I/O on the branches kept on the
-loop; the flag is not inherited. Sessions and messages stay on the loop only with Django's
-built-in engines and storages; any other gets Django's dispatch. A body's size is taken from
-Content-Length, which the server enforced while framing the body; without one, the body may be
-large. Were a branch misjudged, database access on the loop would raise
-SynchronousOnlyOperation (keep DJANGO_ALLOW_ASYNC_UNSAFE unset). Under WSGI and with Django's
-sync test Client (`async_mode` false), nothing changes. See tests/test_fast_path.py.
+Trust model: only the classes of this module, and subclasses that say so, run hooks on the
+loop. A subclass (the project's own) behaves exactly as the same subclass of Django's class
+would: its overrides are called wherever Django would call them. Without
+`run_hooks_on_loop = True` in its class body (the flag is not inherited) it gets Django's
+dispatch, every hook in a thread. With it, its hooks are called on the loop on the branches kept
+there, a promise that its code does no I/O on them; a CsrfViewMiddleware subclass that overrides
+`_reject` (a failure page of its own) has `process_view` called in a thread. Sessions and
+messages stay on the loop only with Django's built-in engines and storages; any other gets
+Django's dispatch. A body's size is taken from Content-Length, which the server enforced while
+framing the body; without one, the body may be large. Were a branch misjudged, database access
+on the loop would raise SynchronousOnlyOperation (keep DJANGO_ALLOW_ASYNC_UNSAFE unset). Under
+WSGI and with Django's sync test Client (`async_mode` false), nothing changes. See
+tests/test_fast_path.py.
 
 Undocumented Django internals relied upon:
 - `MiddlewareMixin.async_mode`, set by `MiddlewareMixin.__init__`.
@@ -41,6 +46,7 @@ Undocumented Django internals relied upon:
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -63,6 +69,8 @@ SESSION_ENGINES = frozenset(
 )
 MESSAGE_STORAGES = (FallbackStorage, CookieStorage, SessionStorage)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+# Form bodies up to this size are parsed on the event loop; larger ones in the request's thread.
+LOOP_PARSE_MAX_BYTES = 64 * 1024
 
 
 async def call(in_thread: bool, hook: Callable[..., Any], *args: Any) -> Any:
@@ -182,9 +190,13 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
     def __init__(self, get_response: Callable[..., Any]) -> None:
         super().__init__(get_response)
         if self.hooks_on_loop:
+            # The class's process_view: Django's, or a subclass's override of it.
+            self.sync_process_view = types.MethodType(type(self).process_view, self)
             # load_middleware wraps a sync process_view in sync_to_async, a coroutine function
             # it leaves alone. On the instance: under WSGI, Django's own stays.
             self.process_view = self.aprocess_view  # type: ignore[assignment,method-assign]
+        # A failure page of the subclass's own may do anything: process_view goes to a thread.
+        self.own_reject = type(self)._reject is not CsrfViewMiddleware._reject
 
     def request_in_thread(self, request: HttpRequest) -> bool:
         return bool(settings.CSRF_USE_SESSIONS)
@@ -193,7 +205,7 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
         return bool(settings.CSRF_USE_SESSIONS)
 
     def view_in_thread(self, request: HttpRequest) -> bool:
-        if settings.CSRF_USE_SESSIONS:
+        if settings.CSRF_USE_SESSIONS or self.own_reject:
             return True
         if request.method in SAFE_METHODS:
             return False  # Accepted before the body is looked at.
@@ -205,7 +217,7 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
             length = int(request.META.get("CONTENT_LENGTH") or "")
         except ValueError:
             return True
-        return not 0 <= length <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        return not 0 <= length <= min(LOOP_PARSE_MAX_BYTES, settings.FILE_UPLOAD_MAX_MEMORY_SIZE)
 
     async def aprocess_view(
         self,
@@ -216,9 +228,9 @@ class CsrfViewMiddleware(LoopDispatch, csrf.CsrfViewMiddleware):
     ) -> HttpResponseBase | None:
         args = (request, callback, callback_args, callback_kwargs)
         if self.view_in_thread(request):
-            return cast(HttpResponseBase | None, await call(True, super().process_view, *args))
+            return cast(HttpResponseBase | None, await call(True, self.sync_process_view, *args))
         try:
-            return super().process_view(*args)
+            return self.sync_process_view(*args)
         except RejectInThread as reject:
             # Django's failure view and its logging may do I/O (templates, log handlers).
             reject_in_thread = super()._reject  # type: ignore[misc]

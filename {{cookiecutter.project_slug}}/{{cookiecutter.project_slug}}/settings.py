@@ -95,8 +95,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: probes answer before host validation and the HTTPS redirect.
-    "{{ slug }}.health.HealthCheckMiddleware",
     # Django's defaults. Served over ASGI, handler.py loads middleware.py's subclasses in their
     # place, which run the hooks that do no I/O on the event loop.
     "django.middleware.security.SecurityMiddleware",
@@ -128,14 +126,14 @@ TEMPLATES = [
 
 # There is no WSGI application: this project is served over ASGI only (see README.md).
 ASGI_APPLICATION = "{{ slug }}.asgi.application"
-# Requests served at once per server process, each in a thread of its own that later requests
-{%- if cookiecutter.database == "postgresql" %}
-# reuse (handler.py); more wait their turn. A request holds one database connection at most:
-# DATABASE_POOL_MAX_SIZE follows this number, and a smaller pool makes requests wait for one.
-{%- else %}
-# reuse (handler.py); more wait their turn.
-{%- endif %}
-ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=32)
+# Each request runs its synchronous code in a thread of its own, started when first needed and
+# gone with the request, as under Django's own handler (handler.py). At most this many run code
+# at once per server process; a request that finds them all busy waits, at most
+# ASGI_REQUEST_QUEUE_TIMEOUT seconds and behind at most ASGI_REQUEST_QUEUE_LENGTH others, then
+# gets 503 with Retry-After. Requests waiting on a client or in async code don't count.
+ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=64)
+ASGI_REQUEST_QUEUE_TIMEOUT = env.float("ASGI_REQUEST_QUEUE_TIMEOUT", default=10.0)
+ASGI_REQUEST_QUEUE_LENGTH = env.int("ASGI_REQUEST_QUEUE_LENGTH", default=1000)
 # Larger request bodies, uploads included, are refused with 413 before Django reads them
 # (handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
 REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
@@ -173,9 +171,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": 1,
-    # As many as request threads (ASGI_REQUEST_THREADS), per process: keep server processes
-    # times max_size below PostgreSQL's max_connections (100 by default).
-    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=ASGI_REQUEST_THREADS),
+    # Per server process: keep processes times max_size below PostgreSQL's max_connections
+    # (100 by default). A request holds one connection at most, from its first query to its
+    # end; more requests than this wait for one.
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
     # Fail a request after 10 s without a free connection instead of queueing for 30 s.
     "timeout": 10,
 }

@@ -6,7 +6,9 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
-from django.http import HttpResponse, JsonResponse
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect
 from django.urls import include, path
@@ -101,6 +103,44 @@ async def background(request):
     return HttpResponse()
 
 
+# State a careless view leaves in its thread, for the next request to find (or not).
+current = threading.local()
+
+
+def leave_state(request):
+    current.user = request.GET.get("user", "alice")
+    connection.tenant = current.user
+    return JsonResponse({"left": current.user})
+
+
+def read_state(request):
+    return JsonResponse(
+        {
+            "thread user": getattr(current, "user", None),
+            "connection tenant": getattr(connection, "tenant", None),
+        }
+    )
+
+
+def leave_transaction_open(request):
+    transaction.atomic().__enter__()  # Never exited.
+    get_user_model().objects.count()
+    return JsonResponse({"open": connection.in_atomic_block})
+
+
+def count_users(request):
+    return JsonResponse({"users": get_user_model().objects.count()})
+
+
+def stream(request):
+    async def chunks():
+        for n in range(int(request.GET.get("chunks", "3"))):
+            yield f"data: {n}\n\n".encode()
+            await asyncio.sleep(float(request.GET.get("every", "0")))
+
+    return StreamingHttpResponse(chunks(), content_type="text/event-stream")
+
+
 urlpatterns = [
     path("fast/async/", async_view),
     path("fast/sync/", sync_view),
@@ -117,5 +157,10 @@ urlpatterns = [
     path("fast/messages/", show_messages),
     path("fast/slow/", slow),
     path("fast/background/", background),
+    path("fast/leave-state/", leave_state),
+    path("fast/read-state/", read_state),
+    path("fast/leave-transaction-open/", leave_transaction_open),
+    path("fast/count-users/", count_users),
+    path("fast/stream/", stream),
     path("", include("{{ cookiecutter.project_slug }}.urls")),
 ]
