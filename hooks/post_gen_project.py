@@ -24,14 +24,14 @@ KEEP = {
     "hypercorn.toml": SERVER == "hypercorn",
     "rooms": WEBSOCKETS,
     f"{SLUG}/routing.py": WEBSOCKETS,
-    f"{SLUG}/consumers.py": WEBSOCKETS,
-    f"{SLUG}/limits.py": WEBSOCKETS,
-    f"{SLUG}/origins.py": WEBSOCKETS,
-    "tests/test_origins.py": WEBSOCKETS,
-    f"{SLUG}/sentinel.py": CHANNEL_LAYER == "redis",
-    "tests/test_limits.py": WEBSOCKETS,
+    "asgi_runtime/consumers.py": WEBSOCKETS,
+    "asgi_runtime/limits.py": WEBSOCKETS,
+    "asgi_runtime/origins.py": WEBSOCKETS,
+    "asgi_runtime/tests/test_origins.py": WEBSOCKETS,
+    "asgi_runtime/sentinel.py": CHANNEL_LAYER == "redis",
+    "asgi_runtime/tests/test_limits.py": WEBSOCKETS,
     # daphne's own runserver is an ASGI server; the others get one that says they are not.
-    f"{SLUG}/management": SERVER != "daphne",
+    "asgi_runtime/management": SERVER != "daphne",
 }
 
 

@@ -1,11 +1,11 @@
 import pytest
 
-from {{ cookiecutter.project_slug }} import testing
+from asgi_runtime import testing
 
 
 @pytest.fixture
 def client():
-    """Django's test client, through the project's ASGI application (testing.py)."""
+    """Django's test client, through the project's ASGI application (asgi_runtime/testing.py)."""
     return testing.Client()
 
 
@@ -19,7 +19,7 @@ def admin_client(admin_user):
 
 @pytest.fixture
 def async_client():
-    """Django's async test client, through the project's ASGI application (testing.py)."""
+    """Django's async test client, through the project's ASGI application (asgi_runtime/testing.py)."""
     return testing.AsyncClient()
 
 

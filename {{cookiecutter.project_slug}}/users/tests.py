@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from {{ cookiecutter.project_slug }}.testing import Client
+from asgi_runtime.testing import Client
 
 from .models import User
 

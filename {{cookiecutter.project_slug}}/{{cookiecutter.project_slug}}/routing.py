@@ -8,7 +8,7 @@ from importlib import import_module
 
 from django.urls import re_path
 
-from .consumers import NoRouteConsumer
+from asgi_runtime.consumers import NoRouteConsumer
 
 
 def routes_of(module):

@@ -19,7 +19,7 @@ import django
 import environ
 {%- if redis %}
 
-from .sentinel import SentinelPool, redis_connection_options
+from asgi_runtime.sentinel import SentinelPool, redis_connection_options
 {%- endif %}
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def required(name, value):
             " development, copy .env.example to .env (it turns DJANGO_DEBUG on).",
             file=sys.stderr,
         )
-        # 3, as checks.py explains: servers with workers then stop instead of retrying.
+        # 3, as asgi_runtime/checks.py explains: servers with workers then stop instead of retrying.
         raise SystemExit(3)
     return value
 
@@ -71,11 +71,14 @@ INSTALLED_APPS = [
     "daphne",
 {%- endif %}
 {%- if cookiecutter.server == "daphne" %}
-    # The project itself: its system checks and templates.
+    # How the project is served (the template's, not yours to edit): its system checks.
 {%- else %}
-    # The project itself: its system checks, templates, and a runserver that warns it is not
-    # ASGI (listed before staticfiles, whose runserver it replaces).
+    # How the project is served (the template's, not yours to edit): its system checks, and a
+    # runserver that warns it is not ASGI (listed before staticfiles, whose runserver it
+    # replaces).
 {%- endif %}
+    "asgi_runtime",
+    # The project itself: its templates.
     "{{ slug }}",
     "users",
 {%- if cookiecutter.websockets %}
@@ -95,7 +98,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Django's defaults. Served over ASGI, handler.py loads middleware.py's subclasses in their
+    # Django's defaults. Served over ASGI, asgi_runtime/handler.py loads asgi_runtime/middleware.py's subclasses in their
     # place, which run the hooks that do no I/O on the event loop.
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -127,7 +130,7 @@ TEMPLATES = [
 # There is no WSGI application: this project is served over ASGI only (see README.md).
 ASGI_APPLICATION = "{{ slug }}.asgi.application"
 # Each request runs its synchronous code in a thread of its own, started when first needed and
-# gone with the request, as under Django's own handler (handler.py). At most this many run code
+# gone with the request, as under Django's own handler (asgi_runtime/handler.py). At most this many run code
 # at once per server process; a request that finds them all busy waits, at most
 # ASGI_REQUEST_QUEUE_TIMEOUT seconds and behind at most ASGI_REQUEST_QUEUE_LENGTH others, then
 # gets 503 with Retry-After. Requests waiting on a client or in async code don't count.
@@ -135,7 +138,7 @@ ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=64)
 ASGI_REQUEST_QUEUE_TIMEOUT = env.float("ASGI_REQUEST_QUEUE_TIMEOUT", default=10.0)
 ASGI_REQUEST_QUEUE_LENGTH = env.int("ASGI_REQUEST_QUEUE_LENGTH", default=1000)
 # Larger request bodies, uploads included, are refused with 413 before Django reads them
-# (handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
+# (asgi_runtime/handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
 REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 
 
@@ -260,7 +263,7 @@ CACHES = {
     },
 }
 if REDIS_SENTINELS:
-    # Through the Sentinels (sentinel.py).
+    # Through the Sentinels (asgi_runtime/sentinel.py).
     CACHES["default"]["OPTIONS"]["pool_class"] = SentinelPool
 {%- else %}
 # The in-memory layer works inside one process only: run one server process (no workers).
@@ -269,7 +272,7 @@ if REDIS_SENTINELS:
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 {%- endif %}
 
-# What one WebSocket connection may send (limits.py): larger messages close it with code 4009,
+# What one WebSocket connection may send (asgi_runtime/limits.py): larger messages close it with code 4009,
 # more messages a second than the rate allows, beyond the burst, close it with 4008. A client
 # that reads nothing sent to it for WEBSOCKET_SEND_TIMEOUT seconds is dropped.
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -335,10 +338,10 @@ LOGGING = {
     "filters": {
         # A request with a foreign Host is the client's mistake (or a scanner's): one line at
         # WARNING, not an error with a traceback.
-        "client_mistake": {"()": "{{ slug }}.logs.ClientMistake"},
+        "client_mistake": {"()": "asgi_runtime.logs.ClientMistake"},
 {%- if cookiecutter.server == "hypercorn" and cookiecutter.websockets %}
-        # A client dropped for not reading (limits.py): one line, not a traceback.
-        "connection_timed_out": {"()": "{{ slug }}.logs.ConnectionTimedOut"},
+        # A client dropped for not reading (asgi_runtime/limits.py): one line, not a traceback.
+        "connection_timed_out": {"()": "asgi_runtime.logs.ConnectionTimedOut"},
 {%- endif %}
     },
     "handlers": {

@@ -1,5 +1,5 @@
 """
-HTTP routes. /healthz and /readyz are answered earlier, by the middleware in health.py.
+HTTP routes. /healthz and /readyz are answered before these (asgi_runtime/health.py).
 {%- if cookiecutter.websockets %}
 WebSocket routes live in routing.py, wired in by asgi.py.
 {%- endif %}

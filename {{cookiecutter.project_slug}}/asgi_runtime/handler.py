@@ -27,9 +27,9 @@ What this handler adds to Django's:
 A task that a request starts and leaves running gets a thread of its own for its synchronous
 calls once the request has ended, as under Django (asgiref makes one per context).
 
-Relies on asgiref internals listed in INTERNALS (below): the per-context executor registry that
-`ThreadSensitiveContext` uses, so that a request's calls go to its own executor while Django's
-handler runs unchanged.
+Relies on internals of asgiref and Django, listed in asgi_runtime.INTERNALS: asgiref's registry
+of each ThreadSensitiveContext's executor, so that a request's calls go to its RequestThread while
+Django's handler runs unchanged, and the order in which ASGIHandler.handle calls its methods.
 """
 
 from __future__ import annotations
@@ -53,20 +53,10 @@ from django.urls import re_path
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
-from . import health
+from . import health, unverified_versions
 from .testing import SKIP_CSRF_CHECKS
 
 logger = logging.getLogger("django.request")
-
-INTERNALS = (
-    "asgiref.sync.SyncToAsync.thread_sensitive_context: the ContextVar holding the current "
-    "ThreadSensitiveContext.",
-    "asgiref.sync.SyncToAsync.context_to_thread_executor: the executor of each "
-    "ThreadSensitiveContext, created on its first thread-sensitive call when absent.",
-    "django.core.handlers.asgi.ASGIHandler.handle: reads the body with read_body(receive), sends "
-    "request_started, then calls create_request(scope, body_file); listens for the client's "
-    "disconnect with receive() only after that.",
-)
 
 ASGI_REQUEST_THREADS = 64
 ASGI_REQUEST_QUEUE_LENGTH = 1000
@@ -390,6 +380,11 @@ class FastASGIHandler(ASGIHandler):
             settings.MIDDLEWARE = named
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Closing before accepting refuses the handshake with HTTP 403, where Django would
+            # raise "Django can only handle ASGI/HTTP connections".
+            await receive()
+            return await send({"type": "websocket.close"})
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it.
         if scope["path"] in health.PROBES:
@@ -507,7 +502,23 @@ def declared_length(scope: Any) -> int:
     return 0
 
 
-def get_asgi_application() -> FastASGIHandler:
-    """Like django.core.asgi.get_asgi_application, with this module's handler."""
+class DjangoASGIHandler(ASGIHandler):
+    """Django's own handler and middleware, with the probes and the WebSocket refusal of
+    FastASGIHandler: what serves when the installed Django or asgiref was not verified."""
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            return await send({"type": "websocket.close"})
+        if scope["type"] == "http" and scope["path"] in health.PROBES:
+            return await health.PROBES[scope["path"]](scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+def get_asgi_application() -> ASGIHandler:
+    """Like django.core.asgi.get_asgi_application, with this module's handler; Django's own
+    where the installed versions are not the verified ones (asgi_runtime.VERIFIED)."""
     django.setup(set_prefix=False)
+    if unverified_versions():
+        return DjangoASGIHandler()  # The asgi.W010 check says why.
     return FastASGIHandler()

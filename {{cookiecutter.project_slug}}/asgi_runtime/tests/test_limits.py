@@ -7,7 +7,7 @@ import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
-from {{ cookiecutter.project_slug }}.limits import PeerTimeouts, WebSocketLimits
+from asgi_runtime.limits import PeerTimeouts, WebSocketLimits
 
 # Consumers close stale database connections between messages.
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from django.conf import settings as django_settings
 from django.core import checks
 from django.db.utils import ConnectionHandler
 
-from {{ cookiecutter.project_slug }} import checks as asgi_checks
+from asgi_runtime import checks as asgi_checks
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -205,3 +205,18 @@ def test_start_up_stops_on_an_error_with_one_line(settings, monkeypatch, capsys)
     assert stopped.value.code == 3
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("asgi.E001: The in-memory channel layer")
+
+
+def test_versions_the_runtime_was_not_verified_with_turn_the_fast_path_off(monkeypatch):
+    import asgi_runtime
+    from asgi_runtime import handler
+
+    assert asgi_checks.check_runtime_was_verified_with_these_versions(None) == []
+    assert type(handler.get_asgi_application()) is handler.FastASGIHandler
+
+    monkeypatch.setitem(asgi_runtime.VERIFIED, "django", ((4, 0), (4, 1)))
+
+    warnings = asgi_checks.check_runtime_was_verified_with_these_versions(None)
+    assert ids(warnings) == ["asgi.W010"]
+    assert "django >=4.0,<4.1" in warnings[0].msg
+    assert type(handler.get_asgi_application()) is handler.DjangoASGIHandler

@@ -5,6 +5,7 @@ import threading
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -14,6 +15,8 @@ from django.shortcuts import redirect
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
+# The project's URLs, behind these (test_fast_path.py makes this module ROOT_URLCONF).
+PROJECT_URLCONF = settings.ROOT_URLCONF
 # What the views saw, for the tests to read: (event, thread) in order, and more.
 EVENTS = []
 SEEN = {}
@@ -162,5 +165,5 @@ urlpatterns = [
     path("fast/leave-transaction-open/", leave_transaction_open),
     path("fast/count-users/", count_users),
     path("fast/stream/", stream),
-    path("", include("{{ cookiecutter.project_slug }}.urls")),
+    path("", include(PROJECT_URLCONF)),
 ]

@@ -3,7 +3,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 {%- endif %}
 
-from {{ cookiecutter.project_slug }} import health
+from asgi_runtime import health
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from {{ cookiecutter.project_slug }}.origins import same_origin
+from asgi_runtime.origins import same_origin
 
 
 def handshake(origin, host="example.com:8000", scheme="ws"):

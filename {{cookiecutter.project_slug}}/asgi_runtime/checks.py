@@ -22,6 +22,8 @@ from django.core import checks
 from django.db import connections
 from django.utils.module_loading import import_string
 
+from . import VERIFIED, VERSION, unverified_versions
+
 logger = logging.getLogger(__name__)
 
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
@@ -102,6 +104,28 @@ def server_processes():
             pass
     # hypercorn's --workers 0 serves from the process itself.
     return max(1, int(workers)) if str(workers).isdigit() else 1
+
+
+@checks.register("asgi")
+def check_runtime_was_verified_with_these_versions(app_configs, **kwargs):
+    unverified = unverified_versions()
+    if not unverified:
+        return []
+    found = ", ".join(f"{name} {version}" for name, version in unverified.items())
+    verified = ", ".join(
+        f"{name} >={'.'.join(map(str, low))},<{'.'.join(map(str, below))}"
+        for name, (low, below) in VERIFIED.items()
+    )
+    return [
+        checks.Warning(
+            f"asgi_runtime {VERSION} was verified with {verified}; installed: {found}. Its fast "
+            "request path relies on internals of these packages (asgi_runtime.INTERNALS), so it "
+            "is off: Django's own handler and middleware serve requests, slower but correct.",
+            hint="Take the template update that verifies these versions (cruft update), or "
+            "install versions within the verified ranges.",
+            id="asgi.W010",
+        )
+    ]
 
 
 @checks.register("asgi")
@@ -207,7 +231,8 @@ def check_servers_load_the_asgi_application(app_configs, **kwargs):
     errors = []
     was_running, _running = _running, True
     try:
-        application = import_string(path)
+        # At start-up (serving.py) the server is importing it right now: it fails on its own.
+        application = import_string(path) if not was_running else callable
     except Exception as error:  # whatever asgi.py raises is what a server would see
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         errors.append(

@@ -23,8 +23,8 @@ from django.core.signals import request_finished, request_started
 from django.http import JsonResponse
 from django.middleware import csrf
 
-from {{ cookiecutter.project_slug }} import middleware
-from {{ cookiecutter.project_slug }}.handler import FastASGIHandler
+from asgi_runtime import middleware
+from asgi_runtime.handler import FastASGIHandler
 
 from .fast_path import urls
 from .fast_path.client import Client, call, count_hops, http_scope, multipart
