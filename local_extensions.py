@@ -15,7 +15,7 @@ MAX_PACKAGE_NAME = 32
 TAKEN_NAMES = {
     # created beside the project's own package
     *"""
-    conftest manage rooms staticfiles test tests users
+    asgi_runtime conftest manage rooms staticfiles test tests users
     """.split(),
     # distribution and import names of every dependency, for any combination of options
     *"""

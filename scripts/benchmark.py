@@ -559,14 +559,13 @@ def snapshot_template(ctx):
 
 def template_state(ctx, project_path=None):
     """Which of the pieces another engineer is integrating the generated project uses."""
-    source = ctx.template / "{{cookiecutter.project_slug}}" / "{{cookiecutter.project_slug}}"
+    source = ctx.template / "{{cookiecutter.project_slug}}" / "asgi_runtime"
     state = {name: (source / name).exists() for name in ("handler.py", "middleware.py")}
     if project_path:
         asgi = (project_path / SLUG / "asgi.py").read_text()
-        settings = (project_path / SLUG / "settings.py").read_text()
-        state["handler used"] = "from .handler import" in asgi
-        handler = project_path / SLUG / "handler.py"
-        state["middleware used"] = f'"{SLUG}.middleware.' in settings or (
+        state["handler used"] = "from asgi_runtime.handler import" in asgi
+        handler = project_path / "asgi_runtime" / "handler.py"
+        state["middleware used"] = (
             state["handler used"]
             and handler.exists()
             and re.search(r"^\s*from \.middleware import", handler.read_text(), re.M) is not None

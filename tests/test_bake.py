@@ -20,11 +20,13 @@ OPTIONAL_PATHS = {
     "hypercorn.toml": lambda answers: answers["server"] == "hypercorn",
     "rooms": lambda answers: answers["websockets"],
     "{slug}/routing.py": lambda answers: answers["websockets"],
-    "{slug}/consumers.py": lambda answers: answers["websockets"],
-    "{slug}/limits.py": lambda answers: answers["websockets"],
-    "{slug}/origins.py": lambda answers: answers["websockets"],
-    "{slug}/sentinel.py": lambda answers: answers["channel_layer"] == "redis",
-    "{slug}/management/commands/runserver.py": lambda answers: answers["server"] != "daphne",
+    "asgi_runtime/consumers.py": lambda answers: answers["websockets"],
+    "asgi_runtime/limits.py": lambda answers: answers["websockets"],
+    "asgi_runtime/origins.py": lambda answers: answers["websockets"],
+    "asgi_runtime/tests/test_limits.py": lambda answers: answers["websockets"],
+    "asgi_runtime/tests/test_origins.py": lambda answers: answers["websockets"],
+    "asgi_runtime/sentinel.py": lambda answers: answers["channel_layer"] == "redis",
+    "asgi_runtime/management/commands/runserver.py": lambda answers: answers["server"] != "daphne",
 }
 
 

@@ -98,8 +98,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Django's defaults. Served over ASGI, asgi_runtime/handler.py loads asgi_runtime/middleware.py's subclasses in their
-    # place, which run the hooks that do no I/O on the event loop.
+    # Django's defaults. Served over ASGI, asgi_runtime/handler.py loads the subclasses of
+    # asgi_runtime/middleware.py in their place, which run the hooks that do no I/O on the
+    # event loop.
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
