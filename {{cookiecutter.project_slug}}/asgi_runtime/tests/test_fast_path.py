@@ -312,11 +312,15 @@ async def test_nothing_a_request_leaves_in_its_thread_reaches_the_next(stacks, a
 
 @uses_database
 async def test_a_transaction_left_open_fails_no_other_request(stacks, alice):
-    for app in stacks.values():
-        client = Client(app)
-        assert (await client.get("/fast/leave-transaction-open/")).status == 200
-        for _ in range(5):
-            assert (await client.get("/fast/count-users/")).json() == {"users": 1}
+    try:
+        for app in stacks.values():
+            client = Client(app)
+            assert (await client.get("/fast/leave-transaction-open/")).status == 200
+            for _ in range(5):
+                assert (await client.get("/fast/count-users/")).json() == {"users": 1}
+    finally:
+        for left_open in urls.SEEN.pop("left open", []):
+            left_open.close()
 
 
 async def test_a_task_that_outlives_its_request_still_runs_its_sync_calls(stacks):
