@@ -530,6 +530,29 @@ def test_the_development_command_boots_and_reloads(deployed_project, tmp_path):
     assert "Traceback" not in dev.log
 
 
+@once_per_server_with_websockets
+def test_the_development_server_reloads_for_code_only(deployed_project, tmp_path):
+    """Writes to the database, a log or Redis' dump.rdb in the project folder restart nothing:
+    an open WebSocket stays connected."""
+    env = deployed_project.development_env(PORT=free_port())
+    command = procfile_command(deployed_project.path, "Procfile.dev")
+    written = [deployed_project.path / name for name in ("dump.rdb", "server.log")]
+    with Server(deployed_project.path, command, env, tmp_path / "dev.log") as dev:
+        try:
+            with websocket(dev) as alice:
+                for round_ in range(3):
+                    for path in written:
+                        with path.open("ab") as data:
+                            data.write(b"x" * 1000)
+                    os.utime(deployed_project.path / "db.sqlite3")
+                    time.sleep(1)
+                alice.send(json.dumps({"message": "still here"}))
+                assert receive_json(alice)["message"] == "still here"
+        finally:
+            for path in written:
+                path.unlink(missing_ok=True)
+
+
 # daphne's own runserver is an ASGI server: it needs no warning.
 @only_when(lambda answers: answers["server"] != "daphne")
 def test_wsgi_runserver_says_the_project_needs_the_asgi_server(deployed_project, tmp_path):
