@@ -334,6 +334,25 @@ def test_an_oversized_message_is_refused_and_the_server_stays_up(
         assert receive_json(bob)["message"] == "after"
 
 
+@once_per_server_with_websockets
+def test_one_members_large_message_closes_no_one(production_server):
+    """Non-ASCII text near the limit goes out as UTF-8 (JSON's ASCII escapes made it three times
+    larger, past daphne's limit on what it sends); a message whose broadcast would pass the
+    limit gets an error frame, and every member stays connected."""
+    members = [websocket(production_server, "/ws/rooms/large/") for _ in range(3)]
+    with contextlib.ExitStack() as stack:
+        alice, *others = [stack.enter_context(member) for member in members]
+        text = "é" * 175_000
+        alice.send(json.dumps({"message": text}, ensure_ascii=False))
+        for member in (alice, *others):
+            assert receive_json(member)["message"] == text
+        alice.send(json.dumps({"message": "x" * (1024 * 1024 - 20)}))
+        assert "too long" in receive_json(alice)["error"]
+        alice.send(json.dumps({"message": "after"}))
+        for member in (alice, *others):
+            assert receive_json(member)["message"] == "after"
+
+
 @with_websockets
 def test_a_flood_of_messages_is_cut_off_with_4008(production_server, deployed_project):
     with websocket(production_server, "/ws/rooms/flood/") as flooder:

@@ -2,15 +2,19 @@
 WebSocket consumers: the views of WebSocket connections.
 
 A client of /ws/rooms/<room>/ sends {"message": "<text>"}; everyone in the room, sender
-included, receives {"message": "<text>", "user": "<username>" or null}. Anything else gets
-{"error": "..."} and the connection stays open.
+included, receives {"message": "<text>", "user": "<username>" or null}, as UTF-8 text. Anything
+else gets {"error": "..."} and the connection stays open, and so does a message whose broadcast
+would be larger than WEBSOCKET_MAX_MESSAGE_BYTES: servers close a connection that is sent more
+(daphne does), so one member's message would close everyone's.
 
 https://channels.readthedocs.io/en/stable/topics/consumers.html
 """
 
+import json
 import logging
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 {%- if cookiecutter.channel_layer == "redis" %}
 from redis.exceptions import RedisError
 {%- endif %}
@@ -81,7 +85,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "user": user.get_username() if user.is_authenticated else None,
         }
         # Every member gets the same frame: encode it once here, not once per member.
-        event = {"type": "room.message", "text": await self.encode_json(message)}
+        text = await self.encode_json(message)
+        if len(text.encode()) > settings.WEBSOCKET_MAX_MESSAGE_BYTES:
+            await self.send_json({"error": "The message is too long to send to the room."})
+            return
+        event = {"type": "room.message", "text": text}
         try:
             await self.send_to_room(event)
         except CHANNEL_LAYER_ERRORS:
@@ -95,6 +103,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             # A pooled connection that the server closed (a restart) fails the first time it
             # is used, and the pool replaces it: try once more before telling the sender.
             await self.channel_layer.group_send(self.group, event)
+
+    @classmethod
+    async def encode_json(cls, content):
+        # As UTF-8: JSON's default ASCII escapes make non-ASCII text up to three times larger.
+        return json.dumps(content, ensure_ascii=False)
 
     async def dispatch(self, message):
         # Channels runs close_old_connections() in a thread before every handler, for those

@@ -1,5 +1,7 @@
 """The demo's chat rooms, through the project's full `application`, as a browser uses them."""
 
+import json
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -33,6 +35,31 @@ async def test_everyone_in_the_room_receives_a_message():
 
     assert await alice.receive_json_from() == {"message": "hello", "user": None}
     assert await bob.receive_json_from() == {"message": "hello", "user": None}
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_text_is_sent_as_utf8_and_a_broadcast_never_exceeds_the_message_limit():
+    alice, bob = connect(), connect()
+    assert (await alice.connect())[0]
+    assert (await bob.connect())[0]
+    limit = settings.WEBSOCKET_MAX_MESSAGE_BYTES
+
+    # Within the limit as UTF-8, twice over it as JSON's ASCII escapes ("\u00e9").
+    text = "é" * (limit // 3)
+    await alice.send_to(text_data=json.dumps({"message": text}, ensure_ascii=False))
+    frame = await bob.receive_from()
+    assert json.loads(frame)["message"] == text and len(frame.encode()) < limit
+    assert (await alice.receive_json_from())["message"] == text
+
+    # Within the limit as sent, over it once wrapped for the room: refused to the sender only.
+    await alice.send_json_to({"message": "x" * (limit - 20)})
+    assert await alice.receive_json_from() == {
+        "error": "The message is too long to send to the room."
+    }
+    assert await bob.receive_nothing()
+    await alice.send_json_to({"message": "still here"})
+    assert (await bob.receive_json_from())["message"] == "still here"
     await alice.disconnect()
     await bob.disconnect()
 
