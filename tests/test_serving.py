@@ -559,7 +559,7 @@ def test_the_development_server_reloads_for_code_only(deployed_project, tmp_path
     with Server(deployed_project.path, command, env, tmp_path / "dev.log") as dev:
         try:
             with websocket(dev) as alice:
-                for round_ in range(3):
+                for _ in range(3):
                     for path in written:
                         with path.open("ab") as data:
                             data.write(b"x" * 1000)
