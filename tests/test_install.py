@@ -70,7 +70,10 @@ def serves_rooms(project, env, log):
     with Server(project.path, procfile_command(project.path), {**env, "PORT": str(port)}, log):
         assert get_json(port, "/readyz") == (
             200,
-            {"status": "ok", "checks": {"database": "ok", "redis": "ok"}},
+            {
+                "status": "ok",
+                "checks": {"database": "ok", "static files": "ok", "redis": "ok"},
+            },
         )
         origin = f"http://127.0.0.1:{port}"
         with ws_connect(

@@ -107,7 +107,7 @@ def test_a_foreign_host_gets_400_and_one_warning_line(production_server):
 
 
 def test_readyz_reports_every_backing_service_ok(production_server, deployed_project):
-    checks = {"database": "ok"}
+    checks = {"database": "ok", "static files": "ok"}
     if deployed_project.redis_url:
         checks["redis"] = "ok"
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core import checks
+from django.core.files.storage import storages
 from django.db import connections
 from django.utils.module_loading import import_string
 
@@ -330,6 +332,36 @@ def check_databases_accept_connections(app_configs, databases=None, **kwargs):
     return errors
 
 
+def missing_static_manifest():
+    """Outside debug, the manifest of collected static files, if it is missing: without it every
+    page that links a static file answers 500 ("Missing staticfiles manifest entry")."""
+    if settings.DEBUG:
+        return None
+    storage = storages["staticfiles"]
+    if not isinstance(storage, ManifestFilesMixin):
+        return None
+    manifest = storage.manifest_storage
+    if manifest.exists(storage.manifest_name):
+        return None
+    return manifest.path(storage.manifest_name)
+
+
+def check_static_files_were_collected():
+    """Run at server start-up only: `migrate` and `collectstatic` run before the files are."""
+    missing = missing_static_manifest()
+    if missing is None:
+        return []
+    return [
+        checks.Error(
+            f"Static files were not collected: {missing} does not exist, so every page that "
+            "links a static file would answer 500.",
+            hint="Run `python manage.py collectstatic --noinput` when deploying, before starting "
+            "the server (the Dockerfile does it at build time).",
+            id="asgi.E011",
+        )
+    ]
+
+
 def run_checks_at_start_up():
     """What `runserver` does before serving: an error stops start-up, one line each."""
     global _running
@@ -337,7 +369,7 @@ def run_checks_at_start_up():
         return
     _running = True
     try:
-        messages = checks.run_checks()
+        messages = checks.run_checks() + check_static_files_were_collected()
     finally:
         _running = False
     errors = []

@@ -23,6 +23,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils.log import log_response
 
+from .checks import missing_static_manifest
+
 # A probe that hangs is as bad as one that fails: give up after this many seconds.
 CHECK_TIMEOUT = 3
 
@@ -62,8 +64,15 @@ async def check_redis():
 {%- endif %}
 
 
+async def check_static_files():
+    missing = missing_static_manifest()
+    if missing is not None:
+        raise FileNotFoundError(f"{missing} is missing: run collectstatic")
+
+
 CHECKS = {
     "database": check_database,
+    "static files": check_static_files,
 {%- if cookiecutter.channel_layer == "redis" %}
     "redis": check_redis,
 {%- endif %}

@@ -5,6 +5,7 @@ import sys
 import pytest
 from django.conf import settings as django_settings
 from django.core import checks
+from django.core.management import call_command
 from django.db.utils import ConnectionHandler
 
 from asgi_runtime import checks as asgi_checks
@@ -220,3 +221,21 @@ def test_versions_the_runtime_was_not_verified_with_turn_the_fast_path_off(monke
     assert ids(warnings) == ["asgi.W010"]
     assert "django >=4.0,<4.1" in warnings[0].msg
     assert type(handler.get_asgi_application()) is handler.DjangoASGIHandler
+
+
+def test_production_does_not_start_without_collected_static_files(settings, tmp_path, capsys):
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+    with pytest.raises(SystemExit):
+        asgi_checks.run_checks_at_start_up()
+
+    assert capsys.readouterr().err.startswith("asgi.E011: Static files were not collected")
+    # Only at start-up: migrate and collectstatic run their checks before the files exist.
+    assert "asgi.E011" not in ids(checks.run_checks())
+    call_command("collectstatic", "--noinput", verbosity=0)
+    assert asgi_checks.check_static_files_were_collected() == []

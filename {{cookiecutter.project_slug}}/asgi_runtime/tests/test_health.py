@@ -25,6 +25,20 @@ def test_readyz_checks_the_database(client, monkeypatch):
     assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
 
 
+def test_readyz_says_when_static_files_were_not_collected(client, settings, tmp_path):
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["static files"] == "down"
+
+
 def test_readyz_names_what_is_down_and_logs_why(client, monkeypatch, caplog):
     async def unreachable():
         raise ConnectionRefusedError("Connection refused")
