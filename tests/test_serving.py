@@ -334,6 +334,21 @@ def test_an_oversized_message_is_refused_and_the_server_stays_up(
         assert receive_json(bob)["message"] == "after"
 
 
+# Whether the server agrees to compressed messages (permessage-deflate) when a client asks.
+# A compressed message is limited only once inflated: a "compression bomb" of a few kilobytes
+# inflates to gigabytes. uvicorn's is turned off in the Procfile; hypercorn offers no switch
+# (README.md: the proxy in front removes the header).
+NEGOTIATES_COMPRESSION = {"uvicorn": False, "daphne": False, "hypercorn": True, "granian": False}
+
+
+@once_per_server_with_websockets
+def test_compression_is_refused_where_the_server_allows(production_server, deployed_project):
+    with websocket(production_server) as client:  # The client offers permessage-deflate.
+        extensions = client.response.headers.get("Sec-WebSocket-Extensions") or ""
+    negotiated = "permessage-deflate" in extensions
+    assert negotiated == NEGOTIATES_COMPRESSION[deployed_project.answers["server"]]
+
+
 @once_per_server_with_websockets
 def test_one_members_large_message_closes_no_one(production_server):
     """Non-ASCII text near the limit goes out as UTF-8 (JSON's ASCII escapes made it three times
