@@ -4,6 +4,7 @@ commands), its pre-commit hooks (passing on a fresh bake), and its lock file (co
 """
 
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -65,7 +66,14 @@ def test_pre_commit_passes_on_a_fresh_bake(baked_project, tmp_path):
     project = tmp_path / baked_project.slug
     shutil.copytree(baked_project.path, project, ignore=shutil.ignore_patterns("staticfiles"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    for command in ([*git, "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "baked"]):
+    # The README's set-up, as written, in a fresh bake.
+    readme = (project / "README.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "pre-commit" in b)
+    for line in block.splitlines():
+        command = shlex.split(line.split("#")[0].replace("uv run ", f"{BIN}/"))
+        setup = run(project, command, environment(), timeout=120)
+        assert setup.returncode == 0, f"{line}: {setup.stdout}"
+    for command in ([*git, "add", "-A"], [*git, "commit", "-qm", "baked"]):
         subprocess.run(command, cwd=project, check=True)
 
     result = run(project, [BIN / "pre-commit", "run", "--all-files"], environment(), timeout=600)
