@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harness import BIN, environment, run
+from matrix import once_per_server
 
 
 def workflow(project):
@@ -85,3 +86,18 @@ def test_pre_commit_passes_on_a_fresh_bake(baked_project, tmp_path):
         ).stdout
         == ""
     )
+
+
+@pytest.mark.slow
+@once_per_server
+def test_honcho_runs_production_without_the_development_env_file(baked_project):
+    """honcho reads .env over exported variables; the README's way round it works."""
+    readme = (baked_project.path / "README.md").read_text()
+    assert "`honcho -e /dev/null start`" in readme
+    show = ["run", "python", "-c", "import os; print(os.environ['DJANGO_DEBUG'])"]
+    env = environment(DJANGO_DEBUG="false")
+    honcho = str(BIN / "honcho")
+    with_dot_env = run(baked_project.path, [honcho, *show], env)
+    without = run(baked_project.path, [honcho, "-e", "/dev/null", *show], env)
+    assert with_dot_env.stdout.split()[-1] == "true"  # .env's, over the exported "false"
+    assert without.stdout.split()[-1] == "false"
