@@ -6,8 +6,8 @@ progress goes to stderr.
 
 Run it with the template's environment, from the template's root:
 
-    .venv/bin/python scripts/benchmark.py                       # everything, ~12 min, 2 cores
-    .venv/bin/python scripts/benchmark.py --seconds 1 --rounds 2 --messages 5   # ~4 min
+    .venv/bin/python scripts/benchmark.py                       # everything, ~30 min, 2 cores
+    .venv/bin/python scripts/benchmark.py --seconds 1 --rounds 2 --messages 5   # ~10 min
     .venv/bin/python scripts/benchmark.py --only json,admin,session --servers uvicorn
     .venv/bin/python scripts/benchmark.py --template /path/to/another/checkout
 
@@ -41,6 +41,20 @@ Parts (--only), per server (--servers uvicorn,daphne,hypercorn,granian):
             template's own p99. Also memory per idle socket ("memory" is an alias): RSS of the
             server's processes with the clients connected and idle for 1 s, minus RSS with
             none (after a warm-up connection and message), divided by the number of clients.
+  slow      Slow clients: while raw TCP connections hold responses open, a separate client
+            GETs /healthz and the trivial async JSON view (/bench/json/) alternately, 100 times
+            each, one fresh connection per request, spread over at least --seconds, each with
+            a 10 s timeout (counted as such; any timeout makes p99 "timeout"). Held open:
+            32, then 1,000 connections that each requested bench/big/ (4 MiB) with a 4 KiB
+            SO_RCVBUF and read nothing (the probing starts once every one has the start of its
+            response, or after 60 s); then 100 server-sent-event streams (bench/sse/, an async
+            StreamingHttpResponse, an event a second), every other one read 1 KiB at a time
+            about once a second, the others not at all. The bare project answers /healthz
+            with a view of bench_urls (the template before Django). Figures: p50 / p99 (ms) of
+            each path over all rounds, template and bare, absolute: no ratio; the verdict is
+            on the template's p99. Progress (stderr) also gives how long until every slow
+            connection had an answer, the server's RSS growth, and how long until /healthz
+            answered again once they left (in the table when 1 s or more).
 
 How:
 - The template (--template, default this checkout) is copied at the start and every project
@@ -77,12 +91,17 @@ How:
   10^6 through those environment variables. The limiter still runs.
 - Bounded: every wrk run by --seconds and by a request count (--seconds x 50,000, an error if
   reached); every WebSocket round by --seconds or a message count and by 10 s without
-  progress; connections by timeouts. Only 127.0.0.1. Every process started (servers, a
-  throwaway redis-server on a free port) is stopped at the end, on failure, on SIGINT and
-  SIGTERM. A part that fails shows as "error: ..." in the table and the run goes on; the
-  work directory (baked projects, server logs) is then kept (or with --keep).
+  progress; connections by timeouts; slow clients by a count, 60 s to connect them all (plus
+  50 ms each), 60 s for their answers, 60 s of probing (then fewer requests), 60 s for the
+  server to answer /healthz again, and bench/sse/'s streams end by themselves after 10 min.
+  Only 127.0.0.1. Every process started (servers, a throwaway redis-server on a free port) is
+  stopped at the end, on failure, on SIGINT and SIGTERM; every socket is closed. A part that
+  fails shows as "error: ..." in the table and the run goes on; the work directory (baked
+  projects, server logs) is then kept (or with --keep).
 - The open-files limit is raised to the hard limit (servers inherit it); if that is not
-  possible or not enough for 2 x --clients, the output says so and uses fewer clients.
+  possible or not enough for 2 x --clients (broadcast) or 1,000 slow clients, the output says
+  so and uses fewer clients. The 1,000 slow clients of 4 MB need that much memory free (a
+  server may buffer every body: daphne does, ~4 GiB), else that measurement is an error.
 
 Limits:
 - Load generator and servers share the machine (and whatever else runs on it, see the load
@@ -101,7 +120,9 @@ Limits:
   view >= 3x, logged-in session view >= 1.6x, "every server gains": read as those ratios on
   uvicorn and a ratio above 1x on the other servers. 2 workers >= 1.6x 1 worker; room
   consumer >= 1.0x the minimal one; broadcast to 1,000 sockets p99 <= 100 ms in memory,
-  <= 200 ms over Redis. Verdicts use the median ratio (the template's p99 for broadcast).
+  <= 200 ms over Redis; with slow clients (32 or 1,000 not reading 4 MB, 100 SSE streams),
+  /healthz p99 <= 100 ms and the async view's p99 <= 200 ms. Verdicts use the median ratio
+  (the template's p99 for broadcast and slow clients).
 """
 
 from __future__ import annotations
@@ -112,6 +133,7 @@ import base64
 import contextlib
 import datetime
 import hashlib
+import http.client
 import importlib.metadata
 import json
 import math
@@ -119,6 +141,7 @@ import os
 import re
 import resource
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -143,7 +166,7 @@ from harness import Server, environment, fetch, free_port, procfile_command  # n
 
 SERVERS = ("uvicorn", "daphne", "hypercorn", "granian")
 WORKER_SERVERS = ("uvicorn", "granian")
-PARTS = ("json", "admin", "session", "room", "workers", "broadcast")
+PARTS = ("json", "admin", "session", "room", "workers", "broadcast", "slow")
 HTTP_PARTS = ("json", "admin", "session")
 LAYERS = ("in-memory", "redis")
 SLUG = "bench"  # project_name=Bench
@@ -1236,6 +1259,325 @@ def broadcast_part(ctx, server_name, template, bare, layer):
     return [latency_row, memory_row]
 
 
+# ---------------------------------------------------------------------------------------------
+# Slow clients: raw sockets that hold responses open, while another client probes
+
+SLOW_BODY = 4 * 1024 * 1024  # bench/big/ (benchmark_support/bench_urls.py)
+SLOW_CLIENTS = (32, 1000)
+SLOW_STREAMS = 100
+SLOW_RCVBUF = 4096  # the kernel doubles it
+SLOW_PROBES = 100  # requests per probed path and measurement, the two paths alternating
+SLOW_TIMEOUT = 10.0  # seconds per probe request, and per connect of a slow connection
+SLOW_BUDGET = 60.0  # seconds of probing per measurement at most (then fewer requests)
+SLOW_PATHS = {"/healthz": ("/healthz", 100), "/bench/json/": ("async JSON view", 200)}
+
+
+def slow_scenarios(args):
+    """(label, the slow connections' path, how many, whether half of them read slowly)."""
+    return [
+        *((f"{n:,} clients not reading 4 MB", "/bench/big/", n, False) for n in args.slow_clients),
+        (
+            f"{SLOW_STREAMS} SSE streams read slowly or not at all",
+            "/bench/sse/",
+            SLOW_STREAMS,
+            True,
+        ),
+    ]
+
+
+class SlowConnections:
+    """`count` TCP connections to 127.0.0.1:port with a small receive buffer, each of which
+    sent GET path and reads nothing; read_slowly() takes at most 1 KiB from every other one.
+    A context manager: every socket is closed on the way out, whatever happened."""
+
+    def __init__(self, port, path, count):
+        self.port = port
+        self.count = count
+        self.sockets = []
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{HTTPS}\r\n\r\n"
+        ).encode()
+
+    def __enter__(self):
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def open(self):
+        deadline = time.monotonic() + 60 + self.count * 0.05
+        for _ in range(self.count):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(self.sockets)} of {self.count} slow clients connected")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sockets.append(sock)
+            # Before connect(), so that the window the client offers stays small.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+            sock.settimeout(SLOW_TIMEOUT)
+            sock.connect(("127.0.0.1", self.port))
+            sock.sendall(self.request)
+            sock.setblocking(False)
+
+    def wait_answered(self, seconds):
+        """Wait up to `seconds` until every connection has the start of its response (or was
+        closed), without reading it: (answered 200, answered otherwise or closed, silent)."""
+        poller = select.poll()
+        waiting = {}
+        for sock in self.sockets:
+            poller.register(sock, select.POLLIN)
+            waiting[sock.fileno()] = sock
+        deadline = time.monotonic() + seconds
+        ok = bad = 0
+        while waiting and time.monotonic() < deadline:
+            for fd, _ in poller.poll(max(1, int(1000 * (deadline - time.monotonic())))):
+                sock = waiting.pop(fd, None)
+                if sock is None:
+                    continue
+                poller.unregister(fd)
+                try:
+                    head = sock.recv(12, socket.MSG_PEEK)  # left in the socket's buffer
+                except OSError:
+                    head = b""
+                if head[9:12] == b"200":
+                    ok += 1
+                else:
+                    bad += 1
+        return ok, bad, len(waiting)
+
+    def read_slowly(self):
+        for sock in self.sockets[::2]:
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing new
+                sock.recv(1024)
+
+    def close(self):
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.sockets = []
+
+
+def probe(port, path):
+    """GET path over a fresh connection: seconds, or "timeout" or "error"."""
+    began = time.perf_counter()
+    try:
+        status, _, body = fetch(
+            port, "GET", path, headers={"X-Forwarded-Proto": "https"}, timeout=SLOW_TIMEOUT
+        )
+    except TimeoutError:
+        return "timeout"
+    except (OSError, http.client.HTTPException):
+        return "error"
+    elapsed = time.perf_counter() - began
+    if elapsed > SLOW_TIMEOUT:
+        return "timeout"
+    return elapsed if status == 200 and body.startswith(b"{") else "error"
+
+
+def memory_available_kib():
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        text = Path("/proc/meminfo").read_text()
+        return int(re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M).group(1))
+    return None
+
+
+def wait_recovered(server, seconds=60.0):
+    """Once the slow clients are gone: until the server answers /healthz again."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if isinstance(probe(server.port, "/healthz"), float):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"no answer to /healthz within {seconds:.0f} s after the slow clients left")
+
+
+def slow_measurement(server, path, count, read_slowly, seconds):
+    """Hold `count` slow connections to `server` (each GET path), and meanwhile GET /healthz and
+    the JSON view alternately, SLOW_PROBES times each, spread over at least `seconds`."""
+    if path == "/bench/big/":
+        available = memory_available_kib()
+        needed = count * SLOW_BODY // 1024 + (1 << 20)  # a server might buffer every body
+        if available is not None and available < needed:
+            raise RuntimeError(
+                f"{available // 1024} MiB of memory available, {needed // 1024} MiB wanted "
+                f"for {count} slow clients of 4 MB"
+            )
+    results = {name: [] for name in SLOW_PATHS}
+    rss_before = session_rss_kib(server)
+    opened = time.monotonic()
+    with SlowConnections(server.port, path, count) as slow:
+        answered = slow.wait_answered(60)
+        answered_s = time.monotonic() - opened
+        time.sleep(0.5)  # the server writes what the connections let it
+        rss_held = session_rss_kib(server)
+        order = [name for _ in range(SLOW_PROBES) for name in SLOW_PATHS]
+        began = time.monotonic()
+        last_read = began
+        for index, name in enumerate(order):
+            now = time.monotonic()
+            if now - began > SLOW_BUDGET:
+                break
+            start_at = began + index * seconds / len(order)
+            if start_at > now:
+                time.sleep(start_at - now)
+            results[name].append(probe(server.port, name))
+            if read_slowly and time.monotonic() - last_read >= 1.0:
+                slow.read_slowly()
+                last_read = time.monotonic()
+    left = time.monotonic()
+    wait_recovered(server)
+    return {
+        "probes": results,
+        "answered": answered,
+        "answered_s": answered_s,
+        "recovered_s": time.monotonic() - left,
+        "rss": (rss_held - rss_before) / 1024,
+    }
+
+
+def slow_figures(values):
+    """(p50, p99, timeouts, errors) of probe results, p50 and p99 as text in ms: timeouts and
+    errors rank last, and any timeout makes p99 "timeout"."""
+    timeouts, errors = values.count("timeout"), values.count("error")
+    if not values:
+        return "-", "-", 0, 0
+    ranked = [value if isinstance(value, float) else math.inf for value in values]
+
+    def text(value):
+        if value < math.inf:
+            return f"{1000 * value:.1f}"
+        return "timeout" if timeouts else "error"
+
+    p99 = "timeout" if timeouts else text(percentile(ranked, 99))
+    return text(percentile(ranked, 50)), p99, timeouts, errors
+
+
+def slow_part(ctx, server_name, template, bare):
+    args = ctx.args
+    scenarios = slow_scenarios(args)
+    rows = {
+        (label, name): Row(server_name, f"{label}: {probe_label} p99", f"p99 <= {limit} ms")
+        for label, *_ in scenarios
+        for name, (probe_label, limit) in SLOW_PATHS.items()
+    }
+    try:
+        with contextlib.ExitStack() as stack:
+            baseline = bare_for(ctx, bare, template)
+            servers = {
+                "bare": start_server(
+                    ctx,
+                    stack,
+                    baseline,
+                    app="bare.asgi:application",
+                    ready="/bench/json/",
+                    label=f"{server_name}-bare-slow",
+                ),
+                "template": start_server(
+                    ctx, stack, template, label=f"{server_name}-template-slow"
+                ),
+            }
+            for server in servers.values():  # the views answer; a warm-up
+                slow_check(server)
+                with SlowConnections(server.port, "/bench/big/", 8) as slow:
+                    slow.wait_answered(30)
+                wait_recovered(server)
+            for label, path, count, read_slowly in scenarios:
+                try:
+                    slow_scenario(ctx, servers, label, path, count, read_slowly, rows)
+                except Exception as error:  # noqa: BLE001 - reported in the table, next one
+                    for name in SLOW_PATHS:
+                        rows[label, name].verdict = failed(error)
+    except Exception as error:  # noqa: BLE001 - the servers did not start
+        verdict = failed(error)
+        for row in rows.values():
+            row.verdict = row.verdict or verdict
+    return list(rows.values())
+
+
+def slow_check(server):
+    """The probed paths, bench/big/ and bench/sse/ answer as expected."""
+    for name in SLOW_PATHS:
+        if not isinstance(probe(server.port, name), float):
+            raise RuntimeError(f"GET {name}: no JSON answer with 200")
+    status, _, body = fetch(
+        server.port, "GET", "/bench/big/", headers={"X-Forwarded-Proto": "https"}, timeout=30
+    )
+    if status != 200 or len(body) != SLOW_BODY:
+        raise RuntimeError(f"GET /bench/big/: {status}, {len(body)} bytes")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=SLOW_TIMEOUT) as sock:
+        sock.sendall(
+            f"GET /bench/sse/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{HTTPS}\r\n\r\n".encode()
+        )
+        received = b""
+        deadline = time.monotonic() + SLOW_TIMEOUT
+        while b"data: 0" not in received and time.monotonic() < deadline and len(received) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    if not received.startswith(b"HTTP/1.1 200") or b"data: 0" not in received:
+        raise RuntimeError(f"GET /bench/sse/: {received[:200]!r}")
+
+
+def slow_scenario(ctx, servers, label, path, count, read_slowly, rows):
+    args = ctx.args
+    every = {side: {name: [] for name in SLOW_PATHS} for side in servers}
+    short = {side: [] for side in servers}  # rounds' "answered" shortfalls
+    recovered = {side: [] for side in servers}  # seconds until /healthz answered again
+    for round_ in range(args.rounds):
+        said = []
+        for side in ("bare", "template"):
+            result = slow_measurement(servers[side], path, count, read_slowly, args.seconds)
+            for name, values in result["probes"].items():
+                every[side][name] += values
+            ok, bad, silent = result["answered"]
+            if ok < count:
+                short[side].append(f"{ok} of {count} answered 200 ({bad} otherwise, {silent} not)")
+            figures = ", ".join(
+                f"{name} p99 {slow_figures(values)[1]}" for name, values in result["probes"].items()
+            )
+            recovered[side].append(result["recovered_s"])
+            said.append(
+                f"{side} {figures} ms ({ok}/{count} answered within "
+                f"{result['answered_s']:.1f} s, server RSS {result['rss']:+.0f} MiB, /healthz "
+                f"again {result['recovered_s']:.1f} s after they left)"
+            )
+        say(f"  slow: {label} {round_ + 1}/{args.rounds}: " + "; ".join(said))
+    for name, (_, limit) in SLOW_PATHS.items():
+        row = rows[label, name]
+        parts = []
+        for side in ("template", "bare"):
+            p50, p99, timeouts, errors = slow_figures(every[side][name])
+            text = f"{side} p50 {p50} / p99 {p99} ms"
+            trouble = []
+            if timeouts:
+                trouble.append(f"{timeouts} timeouts")
+            if errors:
+                trouble.append(f"{errors} errors")
+            if short[side]:
+                trouble.append("slow clients: " + short[side][0])
+            parts.append(text + (f" ({', '.join(trouble)})" if trouble else ""))
+        made = {side: len(every[side][name]) for side in servers}
+        parts.append(
+            f"n={made['template']} requests"
+            if made["template"] == made["bare"]
+            else f"n={made['template']} vs {made['bare']} requests"
+        )
+        if name == "/healthz" and max(max(recovered["template"]), max(recovered["bare"])) >= 1:
+            parts.append(
+                f"once they left, /healthz answered again within {max(recovered['template']):.1f}"
+                f" vs {max(recovered['bare']):.1f} s"
+            )
+        row.absolute = "; ".join(parts)
+        p50, p99, timeouts, errors = slow_figures(every["template"][name])
+        met = not timeouts and not errors and p99 not in ("-", "error") and float(p99) <= limit
+        row.verdict = "met" if met else "missed"
+
+
 def failed(error):
     say("  FAILED: " + "".join(traceback.format_exception(error)).strip())
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [repr(error)]
@@ -1253,7 +1595,7 @@ def bench_server(ctx, server_name, bare):
     layers = ctx.args.layers if "broadcast" in parts else []
     projects = {}  # layer: the baked template, or the error that stopped its bake
     wanted = set()
-    if {*HTTP_PARTS, "room"} & set(parts) or "in-memory" in layers:
+    if {*HTTP_PARTS, "room", "slow"} & set(parts) or "in-memory" in layers:
         wanted.add("in-memory")
     if ("workers" in parts and server_name in WORKER_SERVERS) or "redis" in layers:
         wanted.add("redis")
@@ -1284,7 +1626,7 @@ def bench_server(ctx, server_name, bare):
         new_rows = function(ctx, server_name, *args)
         others = watch.cores()
         for row in new_rows:
-            if row.ratios:
+            if row.ratios or row.absolute:  # measured (slow clients: absolute figures only)
                 row.others = others
         rows.extend(new_rows)
         if others is not None:
@@ -1307,6 +1649,9 @@ def bench_server(ctx, server_name, bare):
         if project(layer, f"broadcast, {layer} layer"):
             say(f"{server_name}: broadcast, {layer} layer")
             measured(broadcast_part, projects[layer], bare, layer)
+    if "slow" in parts and project("in-memory", "slow clients"):
+        say(f"{server_name}: slow clients")
+        measured(slow_part, projects["in-memory"], bare)
     return rows
 
 
@@ -1419,12 +1764,15 @@ def report(ctx, rows, started, notes, load_before):
         f"- Command: `{shlex.join(command)}` (seconds {args.seconds}, rounds {args.rounds}, "
         f"servers {','.join(args.servers)}, parts {','.join(args.only)}, "
         f"{args.connections} HTTP connections, {args.clients} broadcast clients, "
-        f"{args.messages} broadcast messages per round)",
+        f"{args.messages} broadcast messages per round, "
+        f"{'/'.join(map(str, args.slow_clients))} slow clients)",
         "- Ratio: template / baseline per alternating pair (baseline = bare startproject on the "
         "same server with the same flags; for workers, 1 worker); median and min-max over "
         "rounds. Rates (req/s, msg/s): higher is better. Broadcast p99 and memory: costs, "
         "lower is better; their verdict is on the template's absolute figure. Other load: cores "
-        "used by processes outside the benchmark while the part ran.",
+        "used by processes outside the benchmark while the part ran. Slow clients: latencies "
+        "of single requests while slow connections are held open, p50 / p99 over all rounds, "
+        "absolute (no ratio), lower is better; the verdict is on the template's p99.",
     ]
     lines += [f"- Note: {note}" for note in notes]
     lines += [
@@ -1456,7 +1804,10 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--seconds", type=int, default=2, help="seconds per measurement (HTTP and room), default 2"
+        "--seconds",
+        type=int,
+        default=2,
+        help="seconds per measurement (HTTP and room; slow: probing at least), default 2",
     )
     parser.add_argument(
         "--rounds", type=int, default=5, help="alternations (baseline, template pairs), default 5"
@@ -1516,6 +1867,7 @@ def parse_args():
     args.template = args.template.resolve()
     args.only = [part if part != "memory" else "broadcast" for part in args.only]
     args.only = [part for part in PARTS if part in args.only]
+    args.slow_clients = list(SLOW_CLIENTS)
     if args.seconds < 1 or args.rounds < 1 or args.clients < 1 or args.messages < 1:
         parser.error("--seconds, --rounds, --clients and --messages must be 1 or more")
     return args
@@ -1534,14 +1886,20 @@ def main():
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     notes = []
-    # Both projects' clients at once, their server-side sockets, and some to spare.
-    open_files, limit, problem = raise_open_files(2 * args.clients + 1000)
+    # Broadcast: both projects' clients at once; slow clients: one project's at a time (the
+    # servers' sockets are theirs, and they inherit the limit); and some to spare.
+    slow_most = max(SLOW_CLIENTS) if "slow" in args.only else 0
+    open_files, limit, problem = raise_open_files(max(2 * args.clients, slow_most) + 1000)
     if problem:
         notes.append(problem)
         fitting = max(1, (limit - 1000) // 2)
         if "broadcast" in args.only and fitting < args.clients:
             notes.append(f"broadcast with {fitting} clients instead of {args.clients}")
             args.clients = fitting
+        if slow_most > max(1, limit - 1000):
+            fitting = max(1, limit - 1000)
+            args.slow_clients = sorted({min(count, fitting) for count in SLOW_CLIENTS})
+            notes.append(f"slow clients: {fitting} instead of {slow_most}")
     work = Path(tempfile.mkdtemp(prefix="benchmark-"))
     (work / "logs").mkdir()
     say(f"work directory {work}")
