@@ -59,7 +59,7 @@ def test_cruft_brings_template_changes_and_keeps_the_projects_own(template_repos
     views.write_text(views.read_text() + "\n# The team's own line.\n")
     git(project, "commit", "-qam", "our change")
     # ...and the template moves on.
-    health = template_repository / "{{cookiecutter.project_slug}}" / "{{cookiecutter.project_slug}}"
+    health = template_repository / "{{cookiecutter.project_slug}}" / "asgi_runtime"
     (health / "health.py").write_text(
         (health / "health.py").read_text() + "\n# A template improvement.\n"
     )
@@ -69,7 +69,7 @@ def test_cruft_brings_template_changes_and_keeps_the_projects_own(template_repos
 
     assert updated.returncode == 0, updated.stdout
     assert "# The team's own line." in views.read_text()
-    assert "# A template improvement." in (project / "kept_up" / "health.py").read_text()
+    assert "# A template improvement." in (project / "asgi_runtime" / "health.py").read_text()
     changed = git(project, "status", "--porcelain").split("\n")
-    assert sorted(line[3:] for line in changed if line) == [".cruft.json", "kept_up/health.py"]
+    assert sorted(line[3:] for line in changed if line) == [".cruft.json", "asgi_runtime/health.py"]
     assert (project / ".env").read_text() == secret
