@@ -42,6 +42,9 @@ INTERNALS = {
     "django.core.handlers.base.BaseHandler.load_middleware": (
         "leaves a coroutine-function process_view unwrapped (middleware.py)"
     ),
+    "channels' InMemoryChannelLayer.channels, channels_redis' RedisPubSubChannelLayer.channels": (
+        "the channels a layer holds in this process (consumers.py, GroupMember)"
+    ),
     "django.http.HttpRequest._dont_enforce_csrf_checks": (
         "set by the test clients, as Django's own do (testing.py)"
     ),

@@ -1,5 +1,7 @@
-"""Project-wide WebSocket consumers: the feature apps have their own."""
+"""WebSocket consumers and a consumer mixin for every project: the feature apps have their own."""
 
+import asyncio
+import contextlib
 import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -14,3 +16,54 @@ class NoRouteConsumer(AsyncWebsocketConsumer):
         # As Django logs a 404: one warning line.
         logger.warning("WebSocket Not Found: %s", self.scope["path"])
         await self.close()
+
+
+class GroupMember:
+    """Mixin for a consumer that joins groups: however it ends (the client closing, the server
+    closing, a crash, a send that timed out), it leaves the groups it joined with join() and
+    drops its channel, with whatever messages it still holds.
+
+    Channels drops a consumer's channel by cancelling its pending receive, and calls
+    disconnect() only when the client's disconnection is dispatched. A consumer that ends with
+    a message already received for it (a busy room), or that crashes, would otherwise leave its
+    channel subscribed in Redis with a queue that grows with every message to its groups, and
+    stay a member of those groups, for good (RedisPubSubChannelLayer), or for the in-memory
+    layer's expiry (60 s).
+    """
+
+    async def __call__(self, scope, receive, send):
+        self.joined = set()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: the server may be cancelling this consumer, and this must still run.
+            await asyncio.shield(self.release_channel())
+
+    async def join(self, group):
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined.add(group)
+
+    async def leave(self, group):
+        self.joined.discard(group)
+        await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def release_channel(self):
+        layer, channel = getattr(self, "channel_layer", None), getattr(self, "channel_name", None)
+        if layer is None or channel is None:
+            return
+        for group in list(self.joined):
+            with contextlib.suppress(Exception):  # A layer that is down forgets on its own.
+                await self.leave(group)
+        # Channel layers have no call to drop a channel: a receive cancelled while it waits does
+        # it. Take what is queued first, so that the last receive waits (bounded: 1 s).
+        deadline = asyncio.get_running_loop().time() + 1
+        while channel in getattr(layer, "channels", ()):
+            if asyncio.get_running_loop().time() > deadline:
+                logger.warning("channel %s still held messages after 1 s: left", channel)
+                return
+            try:
+                await asyncio.wait_for(layer.receive(channel), 0.05)
+            except TimeoutError:
+                return
+            except Exception:  # A layer that is down drops its subscriptions itself.
+                return

@@ -128,6 +128,8 @@ class WebSocketLimits:
         async def limited_receive():
             nonlocal closed, cut_off
             message = await receive()
+            if message["type"] == "websocket.disconnect":
+                closed = True  # Whatever the consumer sends now is dropped (see above).
             if message["type"] != "websocket.receive" or closed:
                 return message
             if size_of(message) > settings.WEBSOCKET_MAX_MESSAGE_BYTES:
@@ -152,6 +154,11 @@ class WebSocketLimits:
                 closed = True
             except OSError:
                 closed = True  # Gone meanwhile (the ASGI spec's error); receive() will say so.
+            except RuntimeError as error:
+                # uvicorn's word for a connection it closed itself (a ping timeout, say).
+                if "websocket.close" not in str(error):
+                    raise
+                closed = True
 
         await self.app(scope, limited_receive, guarded_send)
         if cut_off:

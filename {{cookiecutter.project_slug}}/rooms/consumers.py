@@ -19,6 +19,8 @@ from django.conf import settings
 from redis.exceptions import RedisError
 {%- endif %}
 
+from asgi_runtime.consumers import GroupMember
+
 logger = logging.getLogger(__name__)
 
 {%- if cookiecutter.channel_layer == "redis" %}
@@ -33,7 +35,9 @@ CHANNEL_LAYER_ERRORS = ()
 {%- endif %}
 
 
-class RoomConsumer(AsyncJsonWebsocketConsumer):
+class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
+    """GroupMember: however the connection ends, the consumer leaves its room."""
+
     async def __call__(self, scope, receive, send):
         try:
             # Channels asks the layer for this connection's channel before the handshake.
@@ -49,7 +53,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.join(self.group)
         except CHANNEL_LAYER_ERRORS:
             logger.warning("channel layer unavailable, refusing %s", self.group)
             await self.close()
@@ -58,7 +62,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         try:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.leave(self.group)
         except CHANNEL_LAYER_ERRORS:
             # Nothing to do: membership expires on its own (the layer's group_expiry).
             logger.warning("channel layer unavailable, could not leave %s", self.group)

@@ -1,0 +1,65 @@
+"""GroupMember: a consumer leaves its groups and drops its channel however it ends."""
+
+import pytest
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from asgi_runtime.consumers import GroupMember
+
+CHANNELS = []
+
+
+class Member(GroupMember, AsyncWebsocketConsumer):
+    async def connect(self):
+        CHANNELS.append(self.channel_name)
+        await self.join("members")
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "crash":
+            raise RuntimeError("a bug in the consumer")
+
+    async def members_message(self, event):
+        await self.send(text_data=event["text"])
+
+
+@pytest.fixture(autouse=True)
+def in_memory_channel_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNELS.clear()
+
+
+async def connected_member():
+    member = WebsocketCommunicator(Member.as_asgi(), "/")
+    assert (await member.connect())[0]
+    return member, CHANNELS[-1]
+
+
+def held(layer, channel):
+    in_groups = any(channel in members for members in layer.groups.values())
+    return channel in layer.channels or in_groups
+
+
+async def test_a_member_that_leaves_with_messages_queued_leaves_no_trace():
+    layer = get_channel_layer()
+    member, channel = await connected_member()
+    for n in range(20):
+        await layer.group_send("members", {"type": "members.message", "text": str(n)})
+    assert held(layer, channel)
+
+    await member.disconnect()
+
+    assert not held(layer, channel)
+
+
+async def test_a_member_that_crashes_leaves_no_trace():
+    layer = get_channel_layer()
+    member, channel = await connected_member()
+    await layer.group_send("members", {"type": "members.message", "text": "queued"})
+
+    await member.send_to(text_data="crash")
+    with pytest.raises(RuntimeError):
+        await member.wait()
+
+    assert not held(layer, channel)
