@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from redis import Redis
 
 from harness import fetch, get_json, receive_json, tcp_connection, wait_for, websocket
 from matrix import OPTIONS, chat_answers, only_when
@@ -187,3 +188,25 @@ def test_pooled_connections_survive_a_database_restart(cookies, own_postgres, tm
             after = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(40)]
         assert before == [200] * 20
         assert after == [200] * 40, after
+
+
+def test_members_that_leave_a_busy_room_leave_no_subscription_behind(
+    redis_project, own_redis, tmp_path
+):
+    """Members that flood a room and leave, politely or not, while messages are still queued for
+    them: every channel and group subscription is gone from Redis soon after."""
+    flood = {"WEBSOCKET_MESSAGE_RATE": "1000", "WEBSOCKET_MESSAGE_BURST": "1000"}
+    redis = Redis(port=own_redis.port, socket_timeout=5)
+    with start(redis_project, own_redis, tmp_path / "server.log", **flood) as server:
+        for _ in range(2):
+            members = [websocket(server, "/ws/rooms/busy/") for _ in range(8)]
+            with contextlib.ExitStack() as stack:
+                clients = [stack.enter_context(member) for member in members]
+                for client in clients:
+                    for _ in range(10):
+                        client.send(json.dumps({"message": "x" * 32_000}))
+                for n, client in enumerate(clients):
+                    if n % 2:
+                        client.socket.close()  # Gone without a close frame.
+        wait_for(lambda: redis.pubsub_channels() == [], 20, "no subscription left")
+    assert "Traceback" not in server.log
