@@ -10,12 +10,15 @@ request_started receivers make that the first thing every request does, as under
 
 What this handler adds to Django's:
 
-- A bound. At most ASGI_REQUEST_THREADS threads run code at once per server process (a thread
-  that waits for its request's client, or for an async view, is not running code and does not
-  count). A request whose first call finds them all busy queues, first come first served,
-  behind requests that already started (so that started work finishes first). Past
-  ASGI_REQUEST_QUEUE_TIMEOUT seconds in the queue, or with ASGI_REQUEST_QUEUE_LENGTH already
-  queued, it gets 503 with Retry-After. A queued request whose client has gone away never runs.
+- A bound. At most ASGI_REQUEST_THREADS threads run the application's code at once per server
+  process: middleware, views, ORM calls. A thread that waits for its request's client, or for
+  an async view, is not running code and does not count, and neither do Django's own signals
+  at the start and end of a request (request_started, request_finished), which touch only
+  the request's thread. A request whose first such call finds them all busy queues, first come
+  first served, behind requests that already had a thread (so that started work finishes
+  first). Past ASGI_REQUEST_QUEUE_TIMEOUT seconds in the queue, or with
+  ASGI_REQUEST_QUEUE_LENGTH already queued, it gets 503 with Retry-After. A queued request
+  whose client has gone away never runs.
 - Probes. /healthz and /readyz (health.py) are answered before Django and take no thread, so
   they never wait behind application requests.
 - A body cap. A request body larger than REQUEST_MAX_BODY_BYTES is not read: the request goes
@@ -63,10 +66,6 @@ ASGI_REQUEST_QUEUE_LENGTH = 1000
 ASGI_REQUEST_QUEUE_TIMEOUT = 10.0
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class RequestsBusy(Exception):
-    """No request thread became free in time: the request is answered 503."""
 
 
 class ThreadBudget:
@@ -144,23 +143,27 @@ class RequestThread(Executor):
         self.holds_slot = False
         self.waiting = False
         self.backlog: deque[Call] = deque()
-        self.starting = True  # Until Django has created the request (request_started first).
+        # Django's own bookkeeping runs outside the budget: request_started before the request
+        # is created, response.close() (request_finished) once the response is sent.
+        self.bookkeeping = True
         self.deadline: asyncio.TimerHandle | None = None
         self.refused = False  # The queue gave up on this request: its calls bypass the budget.
+        # Has held a slot: waits ahead of newer requests from then on, with no deadline.
+        self.admitted = False
         self.closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         outer: Future[Any] = Future()
         with self.lock:
             self.backlog.append((outer, lambda: fn(*args, **kwargs)))
-            if self.holds_slot or self.refused:
+            if self.holds_slot or self.refused or self.bookkeeping:
                 ready = self.take_backlog()
             elif self.waiting:
                 return outer
             else:
                 ready = None
                 self.waiting = True
-                first = self.executor is None
+                first = not self.admitted
         if ready is not None:
             self.dispatch(ready)
             return outer
@@ -172,8 +175,6 @@ class RequestThread(Executor):
         elif first:
             timeout = getattr(settings, "ASGI_REQUEST_QUEUE_TIMEOUT", ASGI_REQUEST_QUEUE_TIMEOUT)
             self.deadline = self.loop.call_later(timeout, self.expire)
-            if self.starting:
-                self.receiver.watch()  # Django is not listening for a disconnect yet.
         return outer
 
     def granted_from_any_thread(self) -> None:
@@ -187,29 +188,36 @@ class RequestThread(Executor):
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
-        if self.closed:
+        with self.lock:
+            wanted = self.waiting and not self.closed
+            self.waiting = False
+        if not wanted or self.receiver.gone():
+            # Ended, or its client left while it queued: it never runs, the slot passes on.
             self.budget.release()
-            return
-        if self.executor is None and self.receiver.gone():
-            # Its client left while it queued: the request never starts.
-            self.budget.release()
-            with self.lock:
-                self.waiting = False
-                self.refused = True
-                backlog, self.backlog = self.backlog, deque()
-            for outer, _ in backlog:
-                if self.starting and outer.set_running_or_notify_cancel():
-                    outer.set_exception(RequestAborted())
-                # Otherwise Django noticed the disconnect too, and cancels the request's task.
+            if wanted:
+                self.abandon()
             return
         with self.lock:
-            self.waiting = False
+            self.admitted = True
             ready = self.take_backlog()
             idle = self.outstanding == 0
             self.holds_slot = not idle
         if idle:  # Every call was cancelled while it waited.
             self.budget.release()
         self.dispatch(ready)
+
+    def abandon(self) -> None:
+        """The client left: Django cancels the request's task, and so the calls that wait, which
+        never run. What it runs next is clean-up, outside the budget; a place in the queue is
+        given up at once."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        with self.lock:
+            self.bookkeeping = True
+            waiting, self.waiting = self.waiting, False
+        if waiting:
+            self.budget.withdraw(self.granted_from_any_thread)  # Or granted() gives it back.
 
     def take_backlog(self) -> list[Call]:
         """The waiting calls that were not cancelled meanwhile (with the lock held)."""
@@ -252,17 +260,9 @@ class RequestThread(Executor):
         with self.lock:
             self.waiting = False
             self.refused = True
-            backlog = list(self.backlog)
-            if self.starting:
-                self.backlog.clear()
+        # Django's disconnect handling cancels the request's task, and so the calls that wait;
+        # its clean-up calls then run outside the budget (refused), and handler.py answers 503.
         self.receiver.stop_request()
-        if self.starting:
-            # Still in request_started: the error leaves Django's handler, and handle() answers.
-            for outer, _ in backlog:
-                if outer.set_running_or_notify_cancel():
-                    outer.set_exception(RequestsBusy())
-        # Otherwise Django's disconnect handling cancels the request's task, and so the calls
-        # that wait; its clean-up calls then run outside the budget (refused).
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.closed = True
@@ -278,12 +278,13 @@ class RequestThread(Executor):
 
 class Receiver:
     """The request's `receive`. Once the body is in, the next message can only be the client's
-    disconnect: Django listens for it once it has created the request, this watches for it
-    while the request queues for its first thread before that, and either can stop the
-    request (a disconnect for Django's listener, which then cancels the request's task)."""
+    disconnect, which Django listens for while the request runs: this tells whether it came
+    (a request queued for a thread then never runs), and can stop the request itself (a
+    disconnect for Django's listener, which then cancels the request's task)."""
 
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
+        self.on_disconnect: Callable[[], None] = lambda: None
         self.body_read = False
         self.body_left_unread = False
         self.pending: asyncio.Future[dict[str, Any]] | None = None
@@ -301,9 +302,10 @@ class Receiver:
         self.watch()
         assert self.pending is not None
         await asyncio.wait((self.pending, self.stop), return_when=asyncio.FIRST_COMPLETED)
-        if self.stop.done():
-            return {"type": "http.disconnect"}
-        return self.pending.result()
+        message = {"type": "http.disconnect"} if self.stop.done() else self.pending.result()
+        if message["type"] == "http.disconnect":
+            self.on_disconnect()
+        return message
 
     def watch(self) -> None:
         if self.pending is None and not self.body_left_unread:
@@ -391,10 +393,13 @@ class FastASGIHandler(ASGIHandler):
             return await health.PROBES[scope["path"]](scope, receive, send)
         receiver = Receiver(receive)
         thread = RequestThread(self.budget, asyncio.get_running_loop(), receiver)
+        receiver.on_disconnect = thread.abandon
         request = Request(scope, thread, receiver)
 
         async def tracking_send(message: dict[str, Any]) -> None:
             request.response_started = True
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                thread.bookkeeping = True  # Sent: what Django runs now is its clean-up.
             await send(message)
 
         token = current.set(request)
@@ -409,7 +414,7 @@ class FastASGIHandler(ASGIHandler):
                 finally:
                     # Taken out before the context exits, which would join the thread.
                     SyncToAsync.context_to_thread_executor.pop(context, None)
-        except (RequestsBusy, RequestAborted):
+        except RequestAborted:
             pass
         finally:
             current.reset(token)
@@ -478,7 +483,7 @@ class FastASGIHandler(ASGIHandler):
         http_request, error_response = super().create_request(scope, body_file)
         request = current.get(None)
         if request is not None:
-            request.thread.starting = False
+            request.thread.bookkeeping = False
             if http_request is not None and request.body_refused:
                 # Through the middleware, to a view that answers 413 (see the docstring).
                 http_request.urlconf = __name__

@@ -7,6 +7,9 @@ from channels.testing import WebsocketCommunicator
 
 from asgi_runtime.consumers import GroupMember
 
+# Channels closes old database connections before each handler, in a thread of its own.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 CHANNELS = []
 
 
