@@ -279,3 +279,16 @@ def test_a_queued_request_whose_client_left_never_runs(deployed_project, tmp_pat
     assert after == [200] * 3
     assert ran(hold_dir) == ["held-0", "held-1", "kept-0", "kept-1"]
     assert server.log_problems() == []
+
+
+def test_sync_views_that_call_their_own_server_do_not_deadlock(deployed_project, tmp_path):
+    """40 at once, each waiting on a request to the same process: every one is answered (a pool
+    of 32 reused threads deadlocked here, and Django's own handler answers all)."""
+    with (
+        start_production_server(deployed_project, tmp_path / "server.log") as server,
+        ThreadPoolExecutor(40) as pool,
+    ):
+        answers = list(
+            pool.map(lambda _: get_json(server.port, "/probe/call-self", timeout=60), range(40))
+        )
+    assert answers == [(200, {"inner": 200})] * 40

@@ -592,7 +592,9 @@ def test_the_development_server_reloads_for_code_only(deployed_project, tmp_path
 def test_wsgi_runserver_says_the_project_needs_the_asgi_server(deployed_project, tmp_path):
     env = deployed_project.development_env(PORT=free_port())
     command = "python manage.py runserver --noreload 127.0.0.1:$PORT"
-    with Server(deployed_project.path, command, env, tmp_path / "runserver.log") as runserver:
+    # Django's WSGI server: the probes, answered by the ASGI handler, are not there.
+    log = tmp_path / "runserver.log"
+    with Server(deployed_project.path, command, env, log, ready_path="/") as runserver:
         pass
     assert "runserver is Django's WSGI server" in runserver.log
     dev_command = procfile_command(deployed_project.path, "Procfile.dev")

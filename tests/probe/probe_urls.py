@@ -7,6 +7,7 @@ import asyncio
 import os
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -127,6 +128,13 @@ def hold(request):
     return JsonResponse({"held": request.GET["name"]})
 
 
+def call_self(request):
+    """A sync view that calls its own server over HTTP (a webhook to itself, say)."""
+    port = request.get_port()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/probe/sync", timeout=30) as answer:
+        return JsonResponse({"inner": answer.status})
+
+
 urlpatterns = [
     path("probe/client", client),
     path("probe/slow", slow),
@@ -141,5 +149,6 @@ urlpatterns = [
     path("probe/state", state),
     path("probe/open-transaction", open_transaction),
     path("probe/hold", hold),
+    path("probe/call-self", call_self),
     path("", include(settings.PROJECT_URLCONF)),
 ]

@@ -51,6 +51,7 @@ from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 from django.utils.log import log_response
@@ -362,11 +363,21 @@ class FastASGIHandler(ASGIHandler):
 
     def __init__(self) -> None:
         super().__init__()
+        self.configure()
+        # Tests change settings (override_settings, pytest-django's `settings`): the handler
+        # then follows, as Django's test clients, which build theirs for every client, do.
+        self.settings_changed = False
+        setting_changed.connect(self.on_setting_changed)
+
+    def configure(self) -> None:
         self.budget = ThreadBudget(
             getattr(settings, "ASGI_REQUEST_THREADS", ASGI_REQUEST_THREADS),
             getattr(settings, "ASGI_REQUEST_QUEUE_LENGTH", ASGI_REQUEST_QUEUE_LENGTH),
         )
         self.max_body_bytes: int | None = getattr(settings, "REQUEST_MAX_BODY_BYTES", None)
+
+    def on_setting_changed(self, **kwargs: Any) -> None:
+        self.settings_changed = True
 
     def load_middleware(self, is_async: bool = False) -> None:
         """Django's, with middleware.py's classes in place of Django's own: settings name
@@ -389,6 +400,10 @@ class FastASGIHandler(ASGIHandler):
             return await send({"type": "websocket.close"})
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # Django refuses it.
+        if self.settings_changed:
+            self.settings_changed = False
+            self.load_middleware(is_async=True)
+            self.configure()
         if scope["path"] in health.PROBES:
             return await health.PROBES[scope["path"]](scope, receive, send)
         receiver = Receiver(receive)
