@@ -93,6 +93,11 @@ def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_
         env,
         [
             [*uv_run, "python", "-c", "import django; print(django.get_version())"],
+            [*uv_run, "python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            [*uv_run, "python", "manage.py", "makemigrations", "--check", "--dry-run"],
+            [*uv_run, "python", "manage.py", "migrate", "--noinput"],
+            [*uv_run, "python", "manage.py", "collectstatic", "--noinput"],
+            # What a server does at start-up (after collectstatic: asgi.E011).
             [
                 *uv_run,
                 "python",
@@ -101,10 +106,6 @@ def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_
                 "-c",
                 f"import {project.slug}.asgi",
             ],
-            [*uv_run, "python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-            [*uv_run, "python", "manage.py", "makemigrations", "--check", "--dry-run"],
-            [*uv_run, "python", "manage.py", "migrate", "--noinput"],
-            [*uv_run, "python", "manage.py", "collectstatic", "--noinput"],
             [*uv_run, "pytest", "-q", "-p", "no:cacheprovider"],
         ],
     )
