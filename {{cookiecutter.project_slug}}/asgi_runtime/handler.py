@@ -208,15 +208,18 @@ class RequestThread(Executor):
         self.dispatch(ready)
 
     def abandon(self) -> None:
-        """The client left: Django cancels the request's task, and so the calls that wait, which
-        never run. What it runs next is clean-up, outside the budget; a place in the queue is
-        given up at once."""
+        """The client left: the calls that wait never run (Django cancels the request's task
+        too, but may send request_finished before that reaches them). What it runs next is
+        clean-up, outside the budget; a place in the queue is given up at once."""
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         with self.lock:
             self.bookkeeping = True
             waiting, self.waiting = self.waiting, False
+            backlog, self.backlog = self.backlog, deque()
+        for outer, _ in backlog:
+            outer.cancel()
         if waiting:
             self.budget.withdraw(self.granted_from_any_thread)  # Or granted() gives it back.
 

@@ -415,7 +415,7 @@ async def test_a_request_that_waits_too_long_for_a_thread_gets_503(settings, eve
     urls.SLOW_VIEW_MAY_FINISH.clear()
     try:
         holding = asyncio.create_task(Client(app).get("/fast/slow/"))
-        while not events:
+        while not any(event == "view" for event, _ in events):
             await asyncio.sleep(0.01)
         # An async view runs no code of the application in a thread: it never waits.
         assert (await asyncio.wait_for(Client(app).get("/fast/async/"), 1)).status == 200
@@ -437,7 +437,7 @@ async def test_a_full_queue_answers_503_at_once(settings, events):
     urls.SLOW_VIEW_MAY_FINISH.clear()
     try:
         holding = asyncio.create_task(Client(app).get("/fast/slow/"))
-        while not events:
+        while not any(event == "view" for event, _ in events):
             await asyncio.sleep(0.01)
         queued = asyncio.create_task(Client(app).get("/fast/sync/"))
         await asyncio.sleep(0.05)
@@ -454,7 +454,7 @@ async def test_a_queued_request_whose_client_left_never_runs(settings, events):
     urls.SLOW_VIEW_MAY_FINISH.clear()
     try:
         holding = asyncio.create_task(Client(app).get("/fast/slow/"))
-        while not events:
+        while not any(event == "view" for event, _ in events):
             await asyncio.sleep(0.01)
         gone = asyncio.Event()
         leaving = [
