@@ -15,7 +15,6 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -75,13 +74,9 @@ def timed_get(port, path):
 
 def unread_bytes(server_port, client):
     """What the server sent that `client` left in its receive queue; None once the connection
-    is gone (from /proc/net/tcp: the client's end, its tx_queue:rx_queue field)."""
-    wanted = f"0100007F:{client.getsockname()[1]:04X} 0100007F:{server_port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if " ".join(fields[1:3]) == wanted:
-            return int(fields[4].split(":")[1], 16)
-    return None
+    is gone (/proc/net/tcp, the client's end: its tx_queue:rx_queue field)."""
+    fields = tcp_connection(client.getsockname()[1], server_port)
+    return None if fields is None else int(fields[4].split(":")[1], 16)
 
 
 @pytest.mark.parametrize("threads", [None, 4], ids=["64-threads", "4-threads"])
@@ -201,18 +196,24 @@ def hold_both_threads(server, pool, hold_dir):
     return held
 
 
+@contextlib.contextmanager
+def server_with_two_threads(project, tmp_path, queue_timeout):
+    """The production server with ASGI_REQUEST_THREADS=2, and the folder /probe/hold waits on."""
+    hold_dir = tmp_path / "hold"
+    hold_dir.mkdir()
+    variables = {"ASGI_REQUEST_THREADS": 2, "ASGI_REQUEST_QUEUE_TIMEOUT": queue_timeout}
+    log = tmp_path / "server.log"
+    with start_production_server(project, log, PROBE_HOLD_DIR=hold_dir, **variables) as server:
+        yield server, hold_dir
+
+
 def test_past_its_threads_a_request_queues_then_gets_503_with_retry_after(
     deployed_project, tmp_path
 ):
     """With both threads held, a request waits ASGI_REQUEST_QUEUE_TIMEOUT and gets 503 with
     Retry-After (the probes answer meanwhile); once they are free, requests succeed again."""
-    hold_dir = tmp_path / "hold"
-    hold_dir.mkdir()
-    variables = {"ASGI_REQUEST_THREADS": 2, "ASGI_REQUEST_QUEUE_TIMEOUT": 1}
     with (
-        start_production_server(
-            deployed_project, tmp_path / "server.log", PROBE_HOLD_DIR=hold_dir, **variables
-        ) as server,
+        server_with_two_threads(deployed_project, tmp_path, queue_timeout=1) as (server, hold_dir),
         ThreadPoolExecutor(2) as pool,
     ):
         try:
@@ -238,13 +239,8 @@ def test_past_its_threads_a_request_queues_then_gets_503_with_retry_after(
 def test_a_queued_request_whose_client_left_never_runs(deployed_project, tmp_path):
     """With both threads held, 4 requests queue and their clients close the connection, then 2
     more queue and wait: once the threads are free, these 2 run, the 4 never do."""
-    hold_dir = tmp_path / "hold"
-    hold_dir.mkdir()
-    variables = {"ASGI_REQUEST_THREADS": 2, "ASGI_REQUEST_QUEUE_TIMEOUT": 30}
     with (
-        start_production_server(
-            deployed_project, tmp_path / "server.log", PROBE_HOLD_DIR=hold_dir, **variables
-        ) as server,
+        server_with_two_threads(deployed_project, tmp_path, queue_timeout=30) as (server, hold_dir),
         ThreadPoolExecutor(4) as pool,
         contextlib.ExitStack() as clients,
     ):
