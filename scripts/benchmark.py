@@ -535,6 +535,22 @@ def bare_for(ctx, bare, template, layer="in-memory"):
     return Project("bare", bare.path, "bare", template.command, layer)
 
 
+def start_http_pair(ctx, stack, server_name, bare, template, label):
+    """The bare project and the template, serving HTTP on the same command."""
+    baseline = bare_for(ctx, bare, template)
+    return {
+        "bare": start_server(
+            ctx,
+            stack,
+            baseline,
+            app="bare.asgi:application",
+            ready="/bench/json/",
+            label=f"{server_name}-bare-{label}",
+        ),
+        "template": start_server(ctx, stack, template, label=f"{server_name}-template-{label}"),
+    }
+
+
 def start_websocket_pair(ctx, stack, server_name, bare, template, layer, label):
     """The bare project's minimal consumer and the template, on the same command and layer."""
     baseline = bare_for(ctx, bare, template, layer)
@@ -676,20 +692,7 @@ def http_parts(ctx, server_name, template, bare, parts):
         rows[part] = Row(server_name, label, target_text if server_name == "uvicorn" else GAINS)
     try:
         with contextlib.ExitStack() as stack:
-            baseline = bare_for(ctx, bare, template)
-            servers = {
-                "bare": start_server(
-                    ctx,
-                    stack,
-                    baseline,
-                    app="bare.asgi:application",
-                    ready="/bench/json/",
-                    label=f"{server_name}-bare-http",
-                ),
-                "template": start_server(
-                    ctx, stack, template, label=f"{server_name}-template-http"
-                ),
-            }
+            servers = start_http_pair(ctx, stack, server_name, bare, template, "http")
             cookies = {name: log_in(server.port) for name, server in servers.items()}
             for part in parts:
                 try:
@@ -1466,20 +1469,7 @@ def slow_part(ctx, server_name, template, bare):
     }
     try:
         with contextlib.ExitStack() as stack:
-            baseline = bare_for(ctx, bare, template)
-            servers = {
-                "bare": start_server(
-                    ctx,
-                    stack,
-                    baseline,
-                    app="bare.asgi:application",
-                    ready="/bench/json/",
-                    label=f"{server_name}-bare-slow",
-                ),
-                "template": start_server(
-                    ctx, stack, template, label=f"{server_name}-template-slow"
-                ),
-            }
+            servers = start_http_pair(ctx, stack, server_name, bare, template, "slow")
             for server in servers.values():  # the views answer; a warm-up
                 slow_check(server)
                 with SlowConnections(server.port, "/bench/big/", 8) as slow:
