@@ -58,10 +58,12 @@ from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from . import health, unverified_versions
-from .testing import SKIP_CSRF_CHECKS
 
 logger = logging.getLogger("django.request")
 
+# Set in a scope by testing.py's clients only (no server sends it): the request is then marked
+# as Django's test clients mark theirs, so that CSRF checks are skipped unless they enforce them.
+SKIP_CSRF_CHECKS = "asgi_runtime.test_client.skip_csrf_checks"
 ASGI_REQUEST_THREADS = 64
 ASGI_REQUEST_QUEUE_LENGTH = 1000
 ASGI_REQUEST_QUEUE_TIMEOUT = 10.0

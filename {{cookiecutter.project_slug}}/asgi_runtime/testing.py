@@ -31,9 +31,7 @@ from django.http import HttpResponse
 from django.test import client
 from django.utils.module_loading import import_string
 
-# Set in a scope by these clients only (no server sends it): handler.py then marks the request
-# as Django's test clients do, so that CSRF checks are skipped unless enforce_csrf_checks.
-SKIP_CSRF_CHECKS = "asgi_runtime.test_client.skip_csrf_checks"
+from .handler import SKIP_CSRF_CHECKS
 
 
 class ApplicationHandler:
