@@ -71,3 +71,31 @@ def test_a_crashed_worker(crash_project, redis_server, tmp_path):
         assert server.process.poll() is None
         for _ in range(10):
             assert status_or_none(server.port, "/healthz") == 200
+
+
+def gone(pid):
+    """Ended: no such process, or a zombie left for its new parent to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("name", sorted(WITH_WORKERS))
+def test_a_killed_supervisor_takes_its_workers_with_it(
+    name, deployed_chat_project, redis_server, tmp_path
+):
+    project = deployed_chat_project(chat_answers(name))
+    variables = {"REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "2"}
+    with start_production_server(project, tmp_path / "first.log", **variables) as first:
+        wait_for(lambda: len(workers(first.process.pid)) == 2, 20, "two workers")
+        orphans = workers(first.process.pid)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        wait_for(lambda: all(gone(pid) for pid in orphans), 15, "the workers to stop")
+    # The port is free again: a process manager's restart binds it, and only the new code answers.
+    with start_production_server(
+        project, tmp_path / "second.log", port=first.port, **variables
+    ) as second:
+        assert second.process.poll() is None
+        assert status_or_none(second.port, "/healthz") == 200

@@ -8,26 +8,27 @@ What every server needs around the project's ASGI application (asgi.py calls the
   has no such allow-list; uvicorn's middleware has),
 {%- endif %}
   and runs Django's system checks first, as `runserver` does: a misconfiguration stops
-  start-up with one line instead of failing requests (checks.py).
+  start-up with one line instead of failing requests (checks.py). A worker process started by
+  the server's supervisor stops when the supervisor dies, even by kill -9, so that a restarted
+  server never shares its port with workers running the previous code.
 {%- if cookiecutter.websockets %}
 - `protect(router)`: what every WebSocket connection goes through before its route: only pages
   of this site may connect, as for forms (origins.py); the session's user goes into
   scope["user"]; each connection's messages are limited in size and rate (limits.py).
 {%- endif %}
 """
-{%- if cookiecutter.websockets and proxy_middleware %}
 
+import ctypes
+import multiprocessing
 import os
-
+import signal
+import sys
+{%- if cookiecutter.websockets or proxy_middleware %}
+{% endif %}
+{%- if cookiecutter.websockets %}
 from channels.auth import AuthMiddlewareStack
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-{%- elif cookiecutter.websockets %}
-
-from channels.auth import AuthMiddlewareStack
-{%- elif proxy_middleware %}
-
-import os
-
+{%- endif %}
+{%- if proxy_middleware %}
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 {%- endif %}
 
@@ -55,7 +56,20 @@ def serve(application):
 
     # The checks import urls.py too, so a broken view stops start-up instead of failing a request.
     run_checks_at_start_up()
+    stop_with_supervisor()
     return served
+
+
+def stop_with_supervisor():
+    """In a worker process (uvicorn's and granian's workers are multiprocessing children), ask
+    Linux for SIGTERM, the server's graceful stop, when the supervisor process ends."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor.pid:  # it had already gone
+        os.kill(os.getpid(), signal.SIGTERM)
 {%- if cookiecutter.websockets %}
 
 
