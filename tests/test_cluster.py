@@ -8,6 +8,7 @@ application hosts run the project's production Procfile command on their own add
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ pytestmark = pytest.mark.slow
 
 APPS = ("app1", "app2")
 PORT = 8000
+# What one address tries to hold at the load balancer, and what the README's HAProxy lets it.
+CROWD = 5000
+PER_ADDRESS = 200
 ROOM = "/ws/rooms/cluster/"
 # A message must have reached every client connected over this long a window around it.
 DELIVERY_WINDOW = 1.0
@@ -41,7 +45,7 @@ def lab(tmp_path_factory):
     except netlab.LabUnavailable as missing:
         unavailable(f"network namespaces: {missing}")
     try:
-        for name in (*APPS, "redis", "lb", "client"):
+        for name in (*APPS, "redis", "lb", "client", "crowd"):
             network.add_host(name)
         redis = network["redis"]
         proc = redis.popen(
@@ -352,3 +356,58 @@ def test_a_client_whose_network_vanishes_leaves_its_room(lab, cluster_project):
                 roamer.set_link(up=True)
     finally:
         proc.stop(timeout=30)
+
+
+def hold_connections(lab, request):
+    """From the "crowd" host, CROWD connections to the load balancer, each sending `request`
+    (nothing: silent) and never reading; bounded to 60 s. Returns the sockets."""
+
+    def open_all():
+        held, deadline = [], time.monotonic() + 60
+        while len(held) < CROWD and time.monotonic() < deadline:
+            try:
+                sock = socket.create_connection((lab["lb"].address, 80), timeout=1)
+                sock.sendall(request)
+            except OSError:
+                continue
+            held.append(sock)
+        return held
+
+    return netlab.run_in_netns(lab["crowd"].netns, open_all, timeout=90)
+
+
+def still_open(sockets):
+    """The sockets the other end has not closed (nothing to read, no EOF, no reset)."""
+    count = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            count += sock.recv(65536, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"", b"GET /healthz HTTP/1.1\r\nHost: crowd\r\n\r\n"],
+    ids=["silent", "idle-keep-alive"],
+)
+def test_one_address_cannot_crowd_out_everyone_else(cluster, request_bytes):
+    """One address opens 5,000 connections (sending nothing, or one request and then idling):
+    the README's HAProxy keeps 200 of them and closes the rest, and a client elsewhere is
+    answered at once."""
+    held = hold_connections(cluster.lab, request_bytes)
+    try:
+        time.sleep(0.5)  # the load balancer's refusals arrive
+        assert PER_ADDRESS / 2 <= still_open(held) <= PER_ADDRESS + 1
+        began = time.monotonic()
+        assert cluster.get("/healthz").status == 200
+        waited = time.monotonic() - began
+        print(f"\n{len(held)} connections from one address; /healthz from another in {waited:.3f} s")
+        assert waited <= 1
+    finally:
+        for sock in held:
+            sock.close()
