@@ -14,6 +14,9 @@ import threading
 import time
 from urllib.parse import unquote
 
+import h2.config
+import h2.connection
+import h2.exceptions
 import pytest
 import websockets
 
@@ -366,6 +369,67 @@ def test_one_members_large_message_closes_no_one(production_server):
         alice.send(json.dumps({"message": "after"}))
         for member in (alice, *others):
             assert receive_json(member)["message"] == "after"
+
+
+def rapid_reset(port, path, seconds):
+    """HTTP/2 without TLS ("prior knowledge"), every stream cancelled as soon as it is opened,
+    over connections opened one after another for `seconds`; returns the streams sent."""
+    # As the proxy would forward a request that came over HTTPS: Django gets to the view.
+    headers = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost")]
+    headers += [(":path", path), *((name.lower(), value) for name, value in HTTPS.items())]
+    sent, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(connection.data_to_send())
+                sock.settimeout(0.001)
+                while time.monotonic() < deadline:
+                    for _ in range(100):
+                        stream = connection.get_next_available_stream_id()
+                        connection.send_headers(stream, headers)
+                        connection.reset_stream(stream)
+                        sent += 1
+                    sock.sendall(connection.data_to_send())
+                    with contextlib.suppress(TimeoutError):
+                        if not (data := sock.recv(65536)):
+                            break
+                        connection.receive_data(data)
+        except (OSError, h2.exceptions.ProtocolError):
+            pass  # refused, or closed by the server
+        time.sleep(0.05)  # then another (a flood of connections is another test's attack)
+    return sent
+
+
+@once_per_server
+def test_http2_rapid_reset_runs_no_view_and_leaves_the_server_answering(production_server):
+    """Only hypercorn and granian speak HTTP/2 without TLS, and neither lets a cancelled stream
+    run a view; the attacker costs the others nothing but closed connections (README.md)."""
+    path = "/reset-stream-that-no-view-should-see"
+    before = production_server.memory_mib()
+    sent = []
+    attackers = [
+        threading.Thread(target=lambda: sent.append(rapid_reset(production_server.port, path, 5)))
+        for _ in range(2)
+    ]
+    for attacker in attackers:
+        attacker.start()
+    for attacker in attackers:
+        attacker.join(30)
+    began = time.monotonic()
+    assert fetch(production_server.port, "GET", "/healthz", timeout=10)[0] == 200
+    recovered = time.monotonic() - began
+    grown = production_server.memory_mib() - before
+    print(
+        f"\n{sum(sent)} streams reset in 5 s; then /healthz in {recovered:.3f} s, +{grown:.0f} MiB"
+    )
+    assert recovered < 5 and grown < 100
+    # A view that ran would have logged its 404, as this request does.
+    assert fetch(production_server.port, "GET", path, headers=HTTPS)[0] == 404
+    logged = f"Not Found: {path}"
+    wait_for(lambda: logged in production_server.log, 5, "the 404 logged")
+    assert production_server.log.count(logged) == 1
 
 
 @with_websockets
