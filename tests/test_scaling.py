@@ -6,9 +6,11 @@ Each test runs its own redis-server or PostgreSQL.
 
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import websockets
 from redis import Redis
@@ -168,26 +170,102 @@ def test_open_sockets_hear_their_room_again_after_a_redis_restart(
         assert all(server.process.poll() is None for server in servers)
 
 
-@pytest.mark.parametrize("server", OPTIONS["server"])
-def test_pooled_connections_survive_a_database_restart(cookies, own_postgres, tmp_path, server):
-    """No request fails because the pool lent it a connection that the restart closed."""
+@pytest.fixture(params=OPTIONS["server"])
+def pooled_project(request, cookies_session, own_postgres):
+    """A PostgreSQL project (baked once per server per run) deployed on a database of its own."""
     answers = {
-        "server": server,
+        "server": request.param,
         "websockets": False,
         "channel_layer": "in-memory",
         "database": "postgresql",
     }
-    project = bake(cookies, answers, project_name="Pooled")
+    if request.param not in POOLED:
+        POOLED[request.param] = bake(cookies_session, answers, project_name="Pooled")
+    project = POOLED[request.param]
     with database(own_postgres.url) as database_url:
         project.database_url = database_url
         deploy(project)
-        with start_production_server(project, tmp_path / "server.log") as running:
-            # Fill the pool: its connections are open to the database when it restarts.
-            before = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(20)]
-            own_postgres.restart()
-            after = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(40)]
-        assert before == [200] * 20
-        assert after == [200] * 40, after
+        yield project
+
+
+POOLED = {}
+
+
+def test_pooled_connections_survive_a_database_restart(pooled_project, own_postgres, tmp_path):
+    """No request fails because the pool lent it a connection that the restart closed."""
+    with start_production_server(pooled_project, tmp_path / "server.log") as running:
+        # Fill the pool: its connections are open to the database when it restarts.
+        before = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(20)]
+        own_postgres.restart()
+        after = [fetch(running.port, "GET", "/probe/database")[0] for _ in range(40)]
+    assert before == [200] * 20
+    assert after == [200] * 40, after
+
+
+def test_a_database_out_of_connections_delays_no_page_that_does_not_use_it(
+    pooled_project, own_postgres, tmp_path
+):
+    """PostgreSQL refuses new connections (another client took them all): 150 requests that need
+    one wait in the pool, at most DATABASE_POOL_MAX_WAITING of them, and fail; a page that never
+    queries the database is answered meanwhile as at any other time."""
+    log, hold = tmp_path / "server.log", tmp_path / "hold"
+    hold.mkdir()
+    with start_production_server(pooled_project, log, PROBE_HOLD_DIR=hold) as running:
+        assert fetch(running.port, "GET", "/probe/database")[0] == 200
+        taken, holders = [], []
+        try:
+            with contextlib.suppress(psycopg.OperationalError):  # "too many clients already"
+                for _ in range(200):
+                    taken.append(psycopg.connect(pooled_project.database_url, autocommit=True))
+            # The connections the pool opened before, each held by a request.
+            pooled = (
+                taken[0]
+                .execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND NOT pid = ANY(%s)",
+                    [[connection.info.backend_pid for connection in taken]],
+                )
+                .fetchone()[0]
+            )
+            for number in range(pooled):
+                path = f"/probe/hold?name=holder-{number}&database&seconds=20"
+                holders.append(threading.Thread(target=fetch, args=(running.port, "GET", path)))
+                holders[-1].start()
+            wait_for(
+                lambda: (
+                    (hold / "ran").exists() and len((hold / "ran").read_text().split()) == pooled
+                ),
+                10,
+                "the holding requests",
+            )
+            statuses = []
+
+            def needs_the_database():
+                with contextlib.suppress(OSError):
+                    statuses.append(fetch(running.port, "GET", "/probe/database", timeout=30)[0])
+
+            waiting = [threading.Thread(target=needs_the_database) for _ in range(150)]
+            for request in waiting:
+                request.start()
+            time.sleep(1)  # every one of them has reached the pool
+            began = time.monotonic()
+            assert fetch(running.port, "GET", "/probe/sync")[0] == 200
+            answered = time.monotonic() - began
+            for request in waiting:
+                request.join(30)
+        finally:
+            (hold / "release").touch()
+            for holder in holders:
+                holder.join(30)
+            for connection in taken:
+                connection.close()
+        print(
+            f"\n{len(taken)}+{pooled} connections taken; a page without queries: {answered:.3f} s"
+        )
+        assert answered < 1
+        assert statuses == [500] * 150
+        # Once the database has connections again, so do requests.
+        assert fetch(running.port, "GET", "/probe/database")[0] == 200
 
 
 def test_members_that_leave_a_busy_room_leave_no_subscription_behind(

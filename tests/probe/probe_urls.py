@@ -119,7 +119,12 @@ def open_transaction(request):
 
 
 def hold(request):
-    """Holds its thread until HOLD_DIR/release exists (at most ?seconds=, 30)."""
+    """Holds its thread until HOLD_DIR/release exists (at most ?seconds=, 30); with ?database,
+    its database connection too."""
+    if "database" in request.GET:
+        from django.contrib.auth import get_user_model
+
+        get_user_model().objects.count()
     with open(HOLD_DIR / "ran", "a") as ran:
         ran.write(request.GET["name"] + "\n")
     deadline = time.monotonic() + float(request.GET.get("seconds", "30"))

@@ -181,6 +181,10 @@ DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
     # Fail a request after 10 s without a free connection instead of queueing for 30 s.
     "timeout": 10,
+    # At most this many requests wait for a connection; more fail at once. Waiting requests
+    # hold request threads (ASGI_REQUEST_THREADS): a database that is out of connections must
+    # not keep pages that never query it waiting too.
+    "max_waiting": env.int("DATABASE_POOL_MAX_WAITING", default=16),
 }
 {%- else %}
 
