@@ -6,6 +6,7 @@ Each test runs its own redis-server or PostgreSQL.
 
 import contextlib
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -117,6 +118,47 @@ def test_a_redis_outage_degrades_and_recovers_without_a_restart(redis_project, o
             chat(bob, text="new")
         assert server.process.poll() is None
     assert not any("500" in line for line in server.log.splitlines() if "WebSocket" in line)
+
+
+def messages_until(client, last, seconds=10):
+    """The texts `client` receives up to and including `last`."""
+    texts, deadline = [], time.monotonic() + seconds
+    while not texts or texts[-1] != last:
+        texts.append(receive_json(client, timeout=max(0.1, deadline - time.monotonic()))["message"])
+    return texts
+
+
+def test_a_frozen_redis_refuses_handshakes_quickly_and_no_message_arrives_twice(
+    redis_project, own_redis, tmp_path
+):
+    """Redis stopped (SIGSTOP), not dead: connections wait on it instead of failing. A new
+    handshake is refused within the consumers' 2 s; a message gets an error frame with its id,
+    as it may still go out when Redis wakes, and sent again with that id it reaches each member
+    once."""
+    with start(redis_project, own_redis, tmp_path / "frozen.log") as server:
+        with websocket(server, "/ws/rooms/frozen/") as alice:
+            with websocket(server, "/ws/rooms/frozen/") as bob:
+                chat(alice, bob, text="before")
+                own_redis.process.send_signal(signal.SIGSTOP)
+                try:
+                    began = time.monotonic()
+                    alice.send(json.dumps({"message": "during"}))
+                    unconfirmed = receive_json(alice, timeout=10)
+                    answered = time.monotonic() - began
+                    began = time.monotonic()
+                    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                        with websocket(server, "/ws/rooms/frozen/"):
+                            pass
+                    waited = time.monotonic() - began
+                finally:
+                    own_redis.process.send_signal(signal.SIGCONT)
+                print(f"\nfrozen: error frame after {answered:.2f} s, refused after {waited:.2f} s")
+                assert refused.value.response.status_code == 403 and waited < 3
+                assert "error" in unconfirmed and answered < 3
+                alice.send(json.dumps({"message": "during", "id": unconfirmed["id"]}))
+                alice.send(json.dumps({"message": "after"}))
+                for member in (alice, bob):
+                    assert messages_until(member, "after") == ["during", "after"]
 
 
 # Redis goes away for this long, and nobody connects meanwhile: a connection made during

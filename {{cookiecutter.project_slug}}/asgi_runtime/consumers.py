@@ -5,6 +5,7 @@ import contextlib
 import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +30,42 @@ class GroupMember:
     channel subscribed in Redis with a queue that grows with every message to its groups, and
     stay a member of those groups, for good (RedisPubSubChannelLayer), or for the in-memory
     layer's expiry (60 s).
+
+    A layer whose server has stopped answering (Redis frozen or overloaded, packets dropped)
+    would hold each handshake until its socket timeout: the handshake is refused instead when
+    the layer has not answered within `layer_timeout` seconds, and so is a join() that takes
+    longer (it raises TimeoutError).
     """
+
+    layer_timeout = 2.0
 
     async def __call__(self, scope, receive, send):
         self.joined = set()
+        if not await self.layer_answers(get_channel_layer(self.channel_layer_alias)):
+            logger.warning("channel layer not answering, refusing a connection")
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close"})  # HTTP 403
+            return
         try:
             await super().__call__(scope, receive, send)
         finally:
             # Shielded: the server may be cancelling this consumer, and this must still run.
             await asyncio.shield(self.release_channel())
 
+    async def layer_answers(self, layer):
+        """A round trip to the layer's server, before this connection takes a channel: a message
+        to a group no one joins, which every layer accepts and keeps nothing of."""
+        try:
+            async with asyncio.timeout(self.layer_timeout):
+                await layer.group_send("asgi_runtime.probe", {"type": "probe"})
+        except Exception:  # Timed out, or whatever the layer raises when its server is down.
+            return False
+        return True
+
     async def join(self, group):
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.joined.add(group)
+        self.joined.add(group)  # First: a join cut short is undone too, when the consumer ends.
+        async with asyncio.timeout(self.layer_timeout):
+            await self.channel_layer.group_add(group, self.channel_name)
 
     async def leave(self, group):
         self.joined.discard(group)

@@ -7,11 +7,20 @@ else gets {"error": "..."} and the connection stays open, and so does a message 
 would be larger than WEBSOCKET_MAX_MESSAGE_BYTES: servers close a connection that is sent more
 (daphne does), so one member's message would close everyone's.
 
+A message the channel layer did not confirm in time gets {"error": "...", "id": "<id>"}: it
+may still reach the room (a Redis that was frozen, not down, delivers it when it wakes). Send
+it again with that id, {"message": "<text>", "id": "<id>"}, and members who already have it
+don't get it twice. A client may choose its ids itself (up to 64 characters); a message sent
+with one is broadcast with it.
+
 https://channels.readthedocs.io/en/stable/topics/consumers.html
 """
 
+import asyncio
+import collections
 import json
 import logging
+import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -52,9 +61,12 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
+        # The ids of the latest messages this member got, so that a message sent again is not
+        # passed on twice.
+        self.recent = collections.deque(maxlen=64)
         try:
             await self.join(self.group)
-        except CHANNEL_LAYER_ERRORS:
+        except (TimeoutError, *CHANNEL_LAYER_ERRORS):
             logger.warning("channel layer unavailable, refusing %s", self.group)
             await self.close()
             return
@@ -83,22 +95,32 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         if not is_encodable(content["message"]):
             await self.send_json({"error": "The message is not valid Unicode text."})
             return
+        given = content.get("id")
+        if given is not None and not (
+            isinstance(given, str) and 0 < len(given) <= 64 and is_encodable(given)
+        ):
+            await self.send_json({"error": 'An "id" is a string of 1 to 64 characters.'})
+            return
         user = self.scope["user"]
         message = {
             "message": content["message"],
             "user": user.get_username() if user.is_authenticated else None,
         }
+        if given is not None:
+            message["id"] = given
         # Every member gets the same frame: encode it once here, not once per member.
         text = await self.encode_json(message)
         if len(text.encode()) > settings.WEBSOCKET_MAX_MESSAGE_BYTES:
             await self.send_json({"error": "The message is too long to send to the room."})
             return
-        event = {"type": "room.message", "text": text}
+        event = {"type": "room.message", "text": text, "id": given or uuid.uuid4().hex}
         try:
-            await self.send_to_room(event)
-        except CHANNEL_LAYER_ERRORS:
-            logger.warning("channel layer unavailable, message to %s not sent", self.group)
-            await self.send_json({"error": "The message could not be delivered; try again."})
+            async with asyncio.timeout(self.layer_timeout):
+                await self.send_to_room(event)
+        except (TimeoutError, *CHANNEL_LAYER_ERRORS):
+            logger.warning("channel layer unavailable, message to %s not confirmed", self.group)
+            error = "The room may not have received the message: send it again with this id."
+            await self.send_json({"error": error, "id": event["id"]})
 
     async def send_to_room(self, event):
         try:
@@ -122,7 +144,10 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         return await super().dispatch(message)
 
     async def room_message(self, event):
-        """Handle "room.message" events from the group: pass the frame on to this client."""
+        """Handle "room.message" events from the group: pass the frame on to this client, once."""
+        if event["id"] in self.recent:
+            return
+        self.recent.append(event["id"])
         await self.send(text_data=event["text"])
 
 

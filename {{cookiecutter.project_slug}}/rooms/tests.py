@@ -77,6 +77,23 @@ async def test_other_rooms_hear_nothing():
     await carol.disconnect()
 
 
+async def test_a_message_sent_again_with_its_id_reaches_each_member_once():
+    alice, bob = connect(), connect()
+    assert (await alice.connect())[0]
+    assert (await bob.connect())[0]
+
+    for _ in range(2):  # As after an error frame whose id says it may not have gone out.
+        await alice.send_json_to({"message": "hello", "id": "a1"})
+    await alice.send_json_to({"message": "hello", "id": "a2"})
+
+    for member in (alice, bob):
+        assert await member.receive_json_from() == {"message": "hello", "user": None, "id": "a1"}
+        assert await member.receive_json_from() == {"message": "hello", "user": None, "id": "a2"}
+        assert await member.receive_nothing()
+    await alice.disconnect()
+    await bob.disconnect()
+
+
 @pytest.mark.parametrize(
     "frame",
     [
@@ -87,8 +104,13 @@ async def test_other_rooms_hear_nothing():
         {"text_data": '{"message": "\\ud800"}'},  # a lone surrogate: not Unicode text
         {"text_data": "[" * 100_000 + "]" * 100_000},  # too deep for the JSON parser
         {"bytes_data": b"\x00\x01"},
+        {"text_data": '{"message": "hi", "id": 7}'},
+        {"text_data": json.dumps({"message": "hi", "id": "x" * 65})},
     ],
-    ids=["not-json", "not-object", "no-message", "not-string", "surrogate", "deep", "binary"],
+    ids=[
+        *("not-json", "not-object", "no-message", "not-string", "surrogate", "deep", "binary"),
+        *("id-not-string", "id-too-long"),
+    ],
 )
 async def test_a_malformed_message_gets_an_error_and_the_connection_stays(frame):
     alice = connect()

@@ -1,8 +1,10 @@
 """GroupMember: a consumer leaves its groups and drops its channel however it ends."""
 
+import asyncio
+
 import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from asgi_runtime.consumers import GroupMember
@@ -66,3 +68,39 @@ async def test_a_member_that_crashes_leaves_no_trace():
         await member.wait()
 
     assert not held(layer, channel)
+
+
+class FrozenLayer(InMemoryChannelLayer):
+    """A layer whose server has stopped answering: every call waits forever."""
+
+    async def group_send(self, group, message):
+        await asyncio.Event().wait()
+
+    async def group_add(self, group, channel):
+        await asyncio.Event().wait()
+
+
+async def test_a_layer_that_does_not_answer_refuses_the_handshake_in_time(settings, monkeypatch):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": f"{__name__}.FrozenLayer"}}
+    monkeypatch.setattr(Member, "layer_timeout", 0.1)
+    member = WebsocketCommunicator(Member.as_asgi(), "/")
+
+    connected, _ = await member.connect(timeout=2)
+
+    assert not connected and CHANNELS == []
+
+
+async def test_a_join_that_does_not_complete_in_time_is_undone(monkeypatch):
+    layer = get_channel_layer()
+    monkeypatch.setattr(Member, "layer_timeout", 0.1)
+    member = WebsocketCommunicator(Member.as_asgi(), "/")
+
+    async def frozen_group_add(group, channel):
+        layer.groups.setdefault(group, {})[channel] = 0  # as the layer does, before it waits
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(layer, "group_add", frozen_group_add)
+    with pytest.raises(TimeoutError):
+        await member.connect(timeout=2)
+
+    assert not held(layer, CHANNELS[-1])
