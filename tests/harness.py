@@ -1,10 +1,12 @@
 """Running baked projects for real: their commands, servers, and clients that talk to them."""
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -232,3 +234,27 @@ def status_or_none(port, path):
         return fetch(port, "GET", path)[0]
     except (OSError, http.client.HTTPException):
         return None
+
+
+def post_body(port, size, declared=True, chunk=64 * 1024):
+    """POST `size` bytes, with a Content-Length or chunked; the status line answered (None
+    if the server closed without one) and the bytes sent before the answer or the cut."""
+    head = b"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+    head += (
+        b"Content-Length: %d\r\n\r\n" % size if declared else b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head)
+        with contextlib.suppress(OSError):
+            while sent < size:
+                data = b"x" * min(chunk, size - sent)
+                client.sendall(data if declared else b"%x\r\n%s\r\n" % (len(data), data))
+                sent += len(data)
+                if select.select([client], [], [], 0)[0]:
+                    break  # answered already
+            if not declared:
+                client.sendall(b"0\r\n\r\n")
+        with contextlib.suppress(OSError):
+            return (client.recv(200).split(b"\r\n")[0].decode() or None), sent
+    return None, sent

@@ -12,13 +12,23 @@ slow, and what failed here before hung for good.
 
 import contextlib
 import json
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import fetch, get_json, tcp_connection, wait_for
+from harness import (
+    Server,
+    fetch,
+    free_port,
+    get_json,
+    post_body,
+    procfile_command,
+    tcp_connection,
+    wait_for,
+)
 from matrix import once_per_server
 from projects import start_production_server
 
@@ -288,3 +298,36 @@ def test_sync_views_that_call_their_own_server_do_not_deadlock(deployed_project,
             pool.map(lambda _: get_json(server.port, "/probe/call-self", timeout=60), range(40))
         )
     assert answers == [(200, {"inner": 200})] * 40
+
+
+def test_a_full_temporary_directory_refuses_the_upload_and_no_one_else(deployed_project, tmp_path):
+    """The server's temporary directory, where bodies past FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB)
+    are spooled, is an 8 MiB tmpfs of its own: a 9.5 MiB upload finds it full and gets 507,
+    what it wrote is deleted, and everyone else is answered as before."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    mounted = f"mount -t tmpfs -o size=8m tmpfs {spool}"
+    command = f"unshare --mount sh -c '{mounted} && exec {procfile_command(deployed_project.path)}'"
+    env = deployed_project.probe_env(PORT=free_port(), TMPDIR=str(spool))
+
+    with Server(deployed_project.path, command, env, tmp_path / "server.log") as server:
+        # The tmpfs as the server sees it, from its own mount namespace.
+        seen = os.statvfs(f"/proc/{server.process.pid}/root{spool}")
+        assert seen.f_blocks * seen.f_frsize == 8 * 1024 * 1024
+
+        def used():
+            found = os.statvfs(f"/proc/{server.process.pid}/root{spool}")
+            return (found.f_blocks - found.f_bfree) * found.f_frsize
+
+        answer, _ = post_body(server.port, 19 * 512 * 1024)
+        if deployed_project.answers["server"] == "daphne":
+            # daphne stores the body itself before the application runs, and closes the
+            # connection of the body it cannot store (README.md).
+            assert answer is None
+        else:
+            assert answer is not None and answer.split()[1] == "507"
+        wait_for(lambda: used() == 0, 5, "the spooled part deleted")
+        # The others: a small body, a body spooled to disk, a probe.
+        assert post_body(server.port, 64 * 1024)[0].split()[1] == "403"  # Django's CSRF check
+        assert post_body(server.port, 3 * 1024 * 1024)[0].split()[1] == "403"
+        assert fetch(server.port, "GET", "/healthz")[0] == 200

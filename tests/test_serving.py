@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import socket
 import sys
 import threading
@@ -26,6 +25,7 @@ from harness import (
     fetch,
     free_port,
     get_json,
+    post_body,
     procfile_command,
     receive_json,
     status_or_none,
@@ -234,30 +234,6 @@ def test_unfinished_headers_hold_bounded_memory(production_server):
                 client.close()
     assert cut_off == 20
     assert grown < 40, f"{grown:.0f} MiB more for 20 unfinished requests"
-
-
-def post_body(port, size, declared=True, chunk=64 * 1024):
-    """POST `size` bytes, with a Content-Length or chunked; the status line answered (None
-    if the server closed without one) and the bytes sent before the answer or the cut."""
-    head = b"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n"
-    head += (
-        b"Content-Length: %d\r\n\r\n" % size if declared else b"Transfer-Encoding: chunked\r\n\r\n"
-    )
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(head)
-        with contextlib.suppress(OSError):
-            while sent < size:
-                data = b"x" * min(chunk, size - sent)
-                client.sendall(data if declared else b"%x\r\n%s\r\n" % (len(data), data))
-                sent += len(data)
-                if select.select([client], [], [], 0)[0]:
-                    break  # answered already
-            if not declared:
-                client.sendall(b"0\r\n\r\n")
-        with contextlib.suppress(OSError):
-            return (client.recv(200).split(b"\r\n")[0].decode() or None), sent
-    return None, sent
 
 
 @once_per_server

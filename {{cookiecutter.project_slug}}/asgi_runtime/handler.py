@@ -21,11 +21,14 @@ What this handler adds to Django's:
   whose client has gone away never runs.
 - Probes. /healthz and /readyz (health.py) are answered before Django and take no thread, so
   they never wait behind application requests.
-- A body cap. A request body larger than REQUEST_MAX_BODY_BYTES is not read: the request goes
+- Body bounds. A request body larger than REQUEST_MAX_BODY_BYTES is not read: the request goes
   through the middleware with an empty body to a view that answers 413, so the HTTPS redirect,
   the Host check and the security headers apply to the refusal as to any response. Django
   spools bodies to disk past FILE_UPLOAD_MAX_MEMORY_SIZE; the cap bounds that disk and the time
-  a client can tie up.
+  a client can tie up. So does REQUEST_BODIES_MAX_BYTES for all the bodies a process holds at
+  once (in memory and spooled): the body that would pass it is refused the same way with 503
+  and Retry-After, and one that finds the temporary directory full with 507. A body is dropped
+  (its spooled file deleted) as soon as its client leaves, and counts until its request ends.
 
 A task that a request starts and leaves running gets a thread of its own for its synchronous
 calls once the request has ended, as under Django (asgiref makes one per context).
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import logging
 import threading
 from collections import deque
@@ -67,6 +71,7 @@ SKIP_CSRF_CHECKS = "asgi_runtime.test_client.skip_csrf_checks"
 ASGI_REQUEST_THREADS = 64
 ASGI_REQUEST_QUEUE_LENGTH = 1000
 ASGI_REQUEST_QUEUE_TIMEOUT = 10.0
+REQUEST_BODIES_MAX_BYTES = 256 * 1024 * 1024
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -338,15 +343,26 @@ class Receiver:
             self.pending.cancel()
 
 
+# Why a body was refused, by status.
+BODY_REFUSALS = {
+    413: "Request body too large.\n",
+    503: "Too many request bodies being received at once: try again shortly.\n",
+    507: "No room left to store the request body.\n",
+}
+
+
 @csrf_exempt
-def body_too_large(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(
-        "Request body too large.\n", status=413, content_type="text/plain; charset=utf-8"
-    )
+def body_refused(request: HttpRequest) -> HttpResponse:
+    status = current.get().body_refused
+    response = HttpResponse(BODY_REFUSALS[status], status=status)
+    response["Content-Type"] = "text/plain; charset=utf-8"
+    if status == 503:
+        response["Retry-After"] = "5"
+    return response
 
 
 # The URLconf of a request whose body was refused (request.urlconf = this module).
-urlpatterns = [re_path(r"", body_too_large)]
+urlpatterns = [re_path(r"", body_refused)]
 
 
 class Request:
@@ -356,7 +372,8 @@ class Request:
         self.scope = scope
         self.thread = thread
         self.receiver = receiver
-        self.body_refused = False
+        self.body_refused = 0  # or the status of the refusal (BODY_REFUSALS)
+        self.body_bytes = 0
         self.response_started = False
 
 
@@ -380,6 +397,10 @@ class FastASGIHandler(ASGIHandler):
             getattr(settings, "ASGI_REQUEST_QUEUE_LENGTH", ASGI_REQUEST_QUEUE_LENGTH),
         )
         self.max_body_bytes: int | None = getattr(settings, "REQUEST_MAX_BODY_BYTES", None)
+        self.max_bodies_bytes: int = getattr(
+            settings, "REQUEST_BODIES_MAX_BYTES", REQUEST_BODIES_MAX_BYTES
+        )
+        self.bodies_bytes = 0  # held by the requests being handled (on the event loop only)
 
     def on_setting_changed(self, **kwargs: Any) -> None:
         self.settings_changed = True
@@ -437,6 +458,7 @@ class FastASGIHandler(ASGIHandler):
         except RequestAborted:
             pass
         finally:
+            self.bodies_bytes -= request.body_bytes
             current.reset(token)
             thread.shutdown(wait=False)
             receiver.close()
@@ -462,40 +484,48 @@ class FastASGIHandler(ASGIHandler):
         await self.send_response(response, send)
 
     async def read_body(self, receive: Any) -> IO[bytes]:
-        """Django's, stopped at REQUEST_MAX_BODY_BYTES: a larger body is left unread."""
-        limit = self.max_body_bytes
+        """Django's, within REQUEST_MAX_BODY_BYTES, REQUEST_BODIES_MAX_BYTES and the room left
+        on disk: a body past them is left unread, and its request gets an empty one."""
         request = current.get(None)
         if request is None:
             return await super().read_body(receive)
-        body_file = await self.read_capped_body(receive, limit, request)
+        body_file = await self.read_bounded_body(receive, request)
         request.receiver.body_read = True
-        request.receiver.body_left_unread = request.body_refused
+        request.receiver.body_left_unread = bool(request.body_refused)
         return body_file
 
-    async def read_capped_body(
-        self, receive: Any, limit: int | None, request: Request
-    ) -> IO[bytes]:
-        if limit is None:
-            return await super().read_body(receive)
-        if declared_length(request.scope) > limit:
-            request.body_refused = True
+    async def read_bounded_body(self, receive: Any, request: Request) -> IO[bytes]:
+        limit = self.max_body_bytes
+        if limit is not None and declared_length(request.scope) > limit:
+            request.body_refused = 413
             return await super().read_body(empty_body)
-        received = 0
 
-        async def capped() -> dict[str, Any]:
-            nonlocal received
+        async def bounded() -> dict[str, Any]:
             if request.body_refused:
                 return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                request.body_refused = True
+            size = len(message.get("body", b""))
+            if limit is not None and request.body_bytes + size > limit:
+                request.body_refused = 413
+            elif self.bodies_bytes + size > self.max_bodies_bytes:
+                request.body_refused = 503
+            if request.body_refused:
                 return {"type": "http.request", "body": b"", "more_body": False}
+            request.body_bytes += size
+            self.bodies_bytes += size
             return message
 
-        body_file: IO[bytes] = await super().read_body(capped)
-        if request.body_refused:
-            body_file.close()
+        body_file: IO[bytes] | None = None
+        try:
+            body_file = await super().read_body(bounded)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The disk is full. Django's spooled file goes with the exception: closed, deleted.
+            request.body_refused = 507
+        if body_file is None or request.body_refused:
+            if body_file is not None:
+                body_file.close()
             return await super().read_body(empty_body)
         return body_file
 

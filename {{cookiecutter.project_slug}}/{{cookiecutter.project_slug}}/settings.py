@@ -141,6 +141,9 @@ ASGI_REQUEST_QUEUE_LENGTH = env.int("ASGI_REQUEST_QUEUE_LENGTH", default=1000)
 # Larger request bodies, uploads included, are refused with 413 before Django reads them
 # (asgi_runtime/handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
 REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+# All the request bodies a server process holds at once, in memory and spooled to disk: the
+# body that would pass it gets 503 with Retry-After (and one that finds the disk full, 507).
+REQUEST_BODIES_MAX_BYTES = env.int("REQUEST_BODIES_MAX_BYTES", default=256 * 1024 * 1024)
 
 
 # Users: a model of the project's own from the start, as Django recommends, since changing

@@ -10,9 +10,11 @@ and count the hops.
 """
 
 import asyncio
+import errno
 import itertools
 import json
 import re
+import tempfile
 import threading
 
 import pytest
@@ -542,6 +544,59 @@ async def test_a_body_within_the_limit_reaches_the_view(build, settings):
 
     assert sent[0]["status"] == 200
     assert json.loads(sent[1]["body"]) == {"bytes": 1000}
+
+
+async def test_the_bodies_a_process_holds_at_once_are_bounded(build, settings):
+    settings.REQUEST_BODIES_MAX_BYTES = 1000
+    app = build()["fast"]
+    stalled = asyncio.Event()
+    gone = asyncio.Event()
+
+    async def holding_receive():
+        if not stalled.is_set():
+            stalled.set()
+            return {"type": "http.request", "body": b"x" * 600, "more_body": True}
+        await gone.wait()  # The rest of the body never comes, then the client leaves.
+        return {"type": "http.disconnect"}
+
+    async def ignore(message):
+        pass
+
+    holding = app(http_scope("POST", "/fast/body-size/"), holding_receive, ignore)
+    holder = asyncio.create_task(holding)
+    await stalled.wait()
+    await asyncio.sleep(0.05)
+
+    # 600 bytes held: another 600 would pass 1,000.
+    sent, read = await post_in_chunks(app, [b"y" * 300, b"y" * 300])
+    assert (sent[0]["status"], read) == (503, 2)
+    assert dict(sent[0]["headers"])[b"Retry-After"] == b"5"
+    assert (await post_in_chunks(app, [b"y" * 400]))[0][0]["status"] == 200
+
+    gone.set()
+    await asyncio.wait_for(holder, 10)
+    # The body of a client that left counts no more.
+    assert (await post_in_chunks(app, [b"y" * 1000]))[0][0]["status"] == 200
+
+
+async def test_a_body_that_finds_the_disk_full_gets_507(build, settings, monkeypatch):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100
+    app = build()["fast"]
+    written, write = [], tempfile.SpooledTemporaryFile.write
+
+    def no_room(self, data):
+        if not data:
+            return write(self, data)
+        written.append(len(data))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # What a spooled body writes once it is on disk.
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "write", no_room)
+
+    sent, read = await post_in_chunks(app, [b"x" * 600, b"x" * 600])
+
+    assert (sent[0]["status"], read, written) == (507, 1, [600])
+    assert b"No room left" in sent[1]["body"]
 
 
 async def hops_per_request(app):
