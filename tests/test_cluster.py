@@ -411,3 +411,15 @@ def test_one_address_cannot_crowd_out_everyone_else(cluster, request_bytes):
     finally:
         for sock in held:
             sock.close()
+
+
+def test_compression_is_never_agreed_through_the_load_balancer(cluster):
+    """hypercorn agrees to permessage-deflate, which inflates before its size limit applies
+    (README.md): the README's HAProxy removes the offer, on every server."""
+    sock = cluster.lab["client"].connect(cluster.lb, 80)
+    # The client offers compression (websockets does by default).
+    with ws_connect(
+        f"ws://{cluster.lb}{ROOM}", sock=sock, origin=f"https://{cluster.lb}", open_timeout=5
+    ) as connection:
+        assert "permessage-deflate" in connection.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in connection.response.headers
