@@ -9,6 +9,7 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -159,6 +160,23 @@ def test_a_frozen_redis_refuses_handshakes_quickly_and_no_message_arrives_twice(
                 alice.send(json.dumps({"message": "after"}))
                 for member in (alice, bob):
                     assert messages_until(member, "after") == ["during", "after"]
+
+
+def test_every_first_message_in_a_fresh_room_comes_back(redis_project, own_redis, tmp_path):
+    """100 clients at once, each joining a room no one is in and speaking at once: the room's
+    subscription is in place before the handshake completes, so no first message is lost."""
+
+    def first_message_echoed(number):
+        with websocket(server, f"/ws/rooms/fresh-{number}/") as client:
+            client.send(json.dumps({"message": f"first {number}"}))
+            with contextlib.suppress(TimeoutError):
+                return receive_json(client, timeout=5)["message"] == f"first {number}"
+        return False
+
+    with start(redis_project, own_redis, tmp_path / "fresh.log") as server:
+        with ThreadPoolExecutor(100) as pool:
+            echoed = list(pool.map(first_message_echoed, range(300)))
+    assert echoed.count(False) == 0
 
 
 # Redis goes away for this long, and nobody connects meanwhile: a connection made during

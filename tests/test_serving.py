@@ -408,6 +408,22 @@ def test_http2_rapid_reset_runs_no_view_and_leaves_the_server_answering(producti
     assert production_server.log.count(logged) == 1
 
 
+# What an open, idle WebSocket costs a server process (README.md): granian's own buffers are
+# several times the others'.
+IDLE_WEBSOCKET_KIB = {"uvicorn": 64, "daphne": 64, "hypercorn": 64, "granian": 224}
+
+
+@once_per_server_with_websockets
+def test_an_idle_websocket_costs_what_the_readme_says(production_server, deployed_project):
+    before = production_server.memory_mib()
+    with contextlib.ExitStack() as sockets:
+        for number in range(1000):
+            sockets.enter_context(websocket(production_server, f"/ws/rooms/idle-{number % 20}/"))
+        each = (production_server.memory_mib() - before) * 1024 / 1000
+    print(f"\nan idle WebSocket: {each:.0f} KiB")
+    assert each <= IDLE_WEBSOCKET_KIB[deployed_project.answers["server"]]
+
+
 @with_websockets
 def test_a_flood_of_messages_is_cut_off_with_4008(production_server, deployed_project):
     with websocket(production_server, "/ws/rooms/flood/") as flooder:
