@@ -36,8 +36,6 @@ KEEP = {
     "asgi_runtime/sentinel.py": CHANNEL_LAYER == "redis",
     "asgi_runtime/tests/test_limits.py": WEBSOCKETS,
     "asgi_runtime/tests/test_consumers.py": WEBSOCKETS,
-    # daphne's own runserver is an ASGI server; the others get one that says they are not.
-    "asgi_runtime/management": SERVER != "daphne",
 }
 
 
@@ -144,13 +142,6 @@ def rendered_by_cruft_to_compare():
     )
 
 
-def dev_command():
-    """The `web:` line of Procfile.dev: the one place the development command is written."""
-    for line in Path("Procfile.dev").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-
-
 def next_steps():
     steps = [f"cd {SLUG}"]
     if DATABASE == "postgresql":
@@ -158,7 +149,7 @@ def next_steps():
     if CHANNEL_LAYER == "redis":
         steps.append("redis-server --daemonize yes  # Redis must be running (or set REDIS_URL)")
     steps.append("uv run python manage.py migrate")
-    steps.append(f"uv run {dev_command()}")
+    steps.append("uv run python manage.py runserver")
     return steps
 
 
