@@ -368,6 +368,12 @@ def test_one_members_large_message_closes_no_one(production_server):
             assert receive_json(member)["message"] == "after"
 
 
+def closed_by_server(server_port, client_port):
+    """The server's end of a connection is gone, or closed: TIME_WAIT, FIN_WAIT2 or CLOSE."""
+    fields = tcp_connection(server_port, client_port)
+    return fields is None or fields[3] in ("05", "06", "07")
+
+
 @with_websockets
 def test_a_flood_of_messages_is_cut_off_with_4008(production_server, deployed_project):
     """10,000 messages as fast as the client can: its close frame, then its connection ends
@@ -386,10 +392,8 @@ def test_a_flood_of_messages_is_cut_off_with_4008(production_server, deployed_pr
             while True:
                 flooder.recv(timeout=5)
                 heard += 1
-        # Gone, or closed on the server's side: TIME_WAIT (06), FIN_WAIT2 (05) or CLOSE (07).
         wait_for(
-            lambda: (tcp_connection(production_server.port, client_port) or [0, 0, 0, "06"])[3]
-            in ("05", "06", "07"),
+            lambda: closed_by_server(production_server.port, client_port),
             20,
             "the server closing the flooder's connection",
         )
@@ -659,13 +663,11 @@ def test_sigterm_with_an_open_websocket(deployed_project, tmp_path):
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 alice.recv(timeout=GRACE_SECONDS)
             stopping.join(GRACE_SECONDS + 10)
-            # Closed by the server, the connection may linger in TIME_WAIT (06), no longer open.
-            left = tcp_connection(server.port, client_port)
-            gone = left is None or left[3] == "06"
+            gone = closed_by_server(server.port, client_port)
     finally:
         server.kill()
     code = closed.value.rcvd.code if closed.value.rcvd else None
     assert code == SERVICE_RESTART[deployed_project.answers["server"]], server.log
     assert stopped.get("result") is not None, f"still running {GRACE_SECONDS + 5} s after SIGTERM"
     assert stopped["result"][0] in clean_exit_codes(deployed_project.answers["server"])
-    assert gone, f"the server's end of a WebSocket is still open after it exited: {left}"
+    assert gone, "the server's end of a WebSocket is still open after it exited"
