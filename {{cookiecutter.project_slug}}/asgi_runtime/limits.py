@@ -136,16 +136,19 @@ class WebSocketLimits:
             return await self.app(scope, receive, send)
         peer_timeouts.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
         bucket = TokenBucket(settings.WEBSOCKET_MESSAGE_RATE, settings.WEBSOCKET_MESSAGE_BURST)
-        closed = cut_off = False
+        closed = cut_off = accepted = False
         stop = stopping()
         pending = None  # The server's receive() being waited for, kept across a stop's wake-up.
 
         async def next_message():
-            """The server's next message, or None once the server is stopping."""
+            """The server's next message, or None once the server is stopping (the connection
+            accepted: a consumer expects its connect first)."""
             nonlocal pending
             if pending is None:
                 pending = asyncio.ensure_future(receive())
-            if not pending.done() and not stop.done():
+            if not accepted:
+                await asyncio.wait({pending})
+            elif not pending.done() and not stop.done():
                 await asyncio.wait({pending, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not pending.done():
                 return None
@@ -181,9 +184,10 @@ class WebSocketLimits:
             return message
 
         async def guarded_send(message):
-            nonlocal closed
+            nonlocal closed, accepted
             if closed:
                 return
+            accepted = accepted or message["type"] == "websocket.accept"
             try:
                 async with asyncio.timeout(settings.WEBSOCKET_SEND_TIMEOUT):
                     await send(message)

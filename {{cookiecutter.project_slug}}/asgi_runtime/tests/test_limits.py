@@ -121,6 +121,17 @@ async def test_a_stop_signal_closes_every_connection_with_1012_first(server_hand
     assert server_handler == [signal.SIGTERM]
 
 
+async def test_a_connection_arriving_while_stopping_is_accepted_then_closed(server_handler):
+    lifespan.stopping()  # As at the server's start-up.
+    signal.raise_signal(signal.SIGTERM)
+    await asyncio.sleep(0)
+    client = WebsocketCommunicator(WebSocketLimits(Member.as_asgi()), "/")
+
+    # The consumer sees its connect first, as always, then the close.
+    assert (await client.connect())[0]
+    assert await client.receive_output() == {"type": "websocket.close", "code": SERVICE_RESTART}
+
+
 async def test_messages_within_the_limits_go_through(settings):
     settings.WEBSOCKET_MAX_MESSAGE_BYTES = 1000
     client = await connected()
