@@ -50,10 +50,16 @@ def server_command(host, port):
     return command
 
 
+try:
+    LIBC = ctypes.CDLL(None, use_errno=True)  # Loaded here: never between fork and exec.
+except OSError:
+    LIBC = None
+
+
 def stop_with_parent():
     """Runs in the server's process before it starts: it gets SIGTERM if runserver dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    with contextlib.suppress(AttributeError):
+        LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Command(DjangoRunserverCommand):
