@@ -142,15 +142,19 @@ def rendered_by_cruft_to_compare():
     )
 
 
+def quick_start():
+    """The commands of README.md's quick start, the one place they are written."""
+    section = Path("README.md").read_text().split("## Quick start", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+
+
 def next_steps():
     steps = [f"cd {SLUG}"]
     if DATABASE == "postgresql":
         steps.append(f"createdb {SLUG}  # on your PostgreSQL, or set DATABASE_URL in .env")
     if CHANNEL_LAYER == "redis":
         steps.append("redis-server --daemonize yes  # Redis must be running (or set REDIS_URL)")
-    steps.append("uv run python manage.py migrate")
-    steps.append("uv run python manage.py runserver")
-    return steps
+    return [*steps, *quick_start()]
 
 
 def main():

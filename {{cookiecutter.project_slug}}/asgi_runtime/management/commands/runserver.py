@@ -32,6 +32,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.commands.runserver import Command as DjangoRunserverCommand
+from django.db import connections
 from django.utils import autoreload
 
 from asgi_runtime.checks import procfile_command, server_name
@@ -66,6 +67,7 @@ class Command(DjangoRunserverCommand):
     help = "Runs the ASGI server of Procfile, restarting it when code or templates change."
 
     server = None
+    stopping = False
     lock = threading.Lock()
 
     def inner_run(self, *args, **options):
@@ -73,6 +75,7 @@ class Command(DjangoRunserverCommand):
         # The server runs the system checks itself, as in production: an error stops it with
         # one line. Unapplied migrations are only worth a word.
         self.check_migrations()
+        connections.close_all()
         command = server_command(self.addr, self.port)
         if not command:
             self.stderr.write("Procfile has no web: line: there is no server to run.")
@@ -97,8 +100,6 @@ class Command(DjangoRunserverCommand):
             sys.exit(code)
         if code not in (0, -signal.SIGTERM, -signal.SIGKILL) and not self.stopping:
             self.stderr.write(f"The server stopped (exit status {code}): fix it, then save a file.")
-
-    stopping = False
 
     def stop_server(self):
         """SIGTERM, as a deploy sends it; SIGKILL if the server is still there after a while."""
