@@ -556,6 +556,14 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_a_clean_log(deployed_
     assert server.log_problems() == []
 
 
+# Procfile.dev is runserver on every server: here with PostgreSQL and Redis from .env, with and
+# without WebSockets; with SQLite and the in-memory layer, the test below and test_first_hour.
+@only_when(
+    lambda answers: (
+        answers["database"] == "postgresql"
+        and (answers["channel_layer"] == "redis" or not answers["websockets"])
+    )
+)
 def test_the_development_command_boots_and_reloads(deployed_project, tmp_path):
     env = deployed_project.development_env(PORT=free_port())
     urls = deployed_project.path / deployed_project.slug / "urls.py"
