@@ -82,7 +82,8 @@ def _signal_handler(loop, future, previous):
 async def _then(previous, number, frame):
     """The server's own handler, once the WebSockets are closed: uvicorn's and daphne's would
     otherwise cut them first. hypercorn's and granian's run from their event loop, which the
-    signal wakes up all the same: they do not wait, and need not."""
+    signal wakes up all the same: hypercorn waits for the connections anyway; granian may
+    drop them before their close frames are out (granian issue 796)."""
     deadline = asyncio.get_running_loop().time() + CLOSE_SECONDS
     while _open and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)

@@ -30,6 +30,7 @@ import sys
 import threading
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.commands.runserver import Command as DjangoRunserverCommand
 from django.db import connections
@@ -63,12 +64,25 @@ def stop_with_parent():
         LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def watch_project_sources(sender, **kwargs):
+    """Every Python file of the project's own apps: the server imports modules (routing,
+    consumers, asgi.py) that this process never does, and Django watches imported ones only."""
+    for app in apps.get_app_configs():
+        path = Path(app.path)
+        if path.is_relative_to(settings.BASE_DIR) and "site-packages" not in path.parts:
+            sender.watch_dir(path, "**/*.py")
+
+
 class Command(DjangoRunserverCommand):
     help = "Runs the ASGI server of Procfile, restarting it when code or templates change."
 
     server = None
     stopping = False
     lock = threading.Lock()
+
+    def run(self, **options):
+        autoreload.autoreload_started.connect(watch_project_sources)
+        super().run(**options)
 
     def inner_run(self, *args, **options):
         autoreload.raise_last_exception()
