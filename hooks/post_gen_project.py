@@ -36,8 +36,6 @@ KEEP = {
     "asgi_runtime/sentinel.py": CHANNEL_LAYER == "redis",
     "asgi_runtime/tests/test_limits.py": WEBSOCKETS,
     "asgi_runtime/tests/test_consumers.py": WEBSOCKETS,
-    # daphne's own runserver is an ASGI server; the others get one that says they are not.
-    "asgi_runtime/management": SERVER != "daphne",
 }
 
 
@@ -144,11 +142,10 @@ def rendered_by_cruft_to_compare():
     )
 
 
-def dev_command():
-    """The `web:` line of Procfile.dev: the one place the development command is written."""
-    for line in Path("Procfile.dev").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
+def quick_start():
+    """The commands of README.md's quick start, the one place they are written."""
+    section = Path("README.md").read_text().split("## Quick start", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
 
 
 def next_steps():
@@ -157,9 +154,7 @@ def next_steps():
         steps.append(f"createdb {SLUG}  # on your PostgreSQL, or set DATABASE_URL in .env")
     if CHANNEL_LAYER == "redis":
         steps.append("redis-server --daemonize yes  # Redis must be running (or set REDIS_URL)")
-    steps.append("uv run python manage.py migrate")
-    steps.append(f"uv run {dev_command()}")
-    return steps
+    return [*steps, *quick_start()]
 
 
 def main():

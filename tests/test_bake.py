@@ -27,7 +27,6 @@ OPTIONAL_PATHS = {
     "asgi_runtime/tests/test_origins.py": lambda answers: answers["websockets"],
     "asgi_runtime/tests/test_consumers.py": lambda answers: answers["websockets"],
     "asgi_runtime/sentinel.py": lambda answers: answers["channel_layer"] == "redis",
-    "asgi_runtime/management/commands/runserver.py": lambda answers: answers["server"] != "daphne",
 }
 
 

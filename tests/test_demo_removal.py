@@ -1,7 +1,7 @@
 """
 The demo chat room comes out as the generated README says, and nothing project-wide goes with
-it: checks and tests still pass, WebSocket handshakes are still refused cleanly, and the WSGI
-runserver still warns.
+it: checks and tests still pass, WebSocket handshakes are still refused cleanly, and runserver
+still runs the ASGI server.
 """
 
 import re
@@ -74,11 +74,12 @@ def test_handshakes_are_still_refused_and_pages_still_served(project_without_dem
     assert len(problems) == 1 and "WebSocket Not Found: /ws/rooms/lobby/" in problems[0]
 
 
-def test_runserver_still_warns(project_without_demo, tmp_path):
+def test_runserver_still_runs_the_asgi_server(project_without_demo, tmp_path):
     env = environment(PORT=free_port())
     command = "python manage.py runserver --noreload 127.0.0.1:$PORT"
-    # Django's WSGI server: the probes, answered by the ASGI handler, are not there.
     log = tmp_path / "runserver.log"
-    with Server(project_without_demo.path, command, env, log, ready_path="/") as runserver:
+    # /healthz is the ASGI application's: Django's WSGI server would answer 404.
+    with Server(project_without_demo.path, command, env, log) as runserver:
         pass
-    assert "runserver is Django's WSGI server" in runserver.log
+    server = project_without_demo.answers["server"]
+    assert f"Starting {server} at http://127.0.0.1:{runserver.port}/" in runserver.log

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core import checks
 from django.core.files.storage import storages
+from django.core.management import get_commands
 from django.db import connections
 from django.utils.module_loading import import_string
 
@@ -202,16 +203,16 @@ def check_websocket_origins_are_restricted(app_configs, **kwargs):
 
 
 @checks.register("asgi")
-def check_daphne_comes_first(app_configs, **kwargs):
-    runs_runserver = "runserver" in procfile_command("Procfile.dev")
-    first = settings.INSTALLED_APPS[0] if settings.INSTALLED_APPS else None
-    if first == "daphne" or not (apps.is_installed("daphne") or runs_runserver):
+def check_runserver_runs_the_asgi_server(app_configs, **kwargs):
+    app = get_commands().get("runserver")
+    if app in ("asgi_runtime", "daphne"):
         return []
     return [
         checks.Error(
-            '"daphne" is not the first of INSTALLED_APPS: `manage.py runserver` is then '
-            "Django's WSGI server, which serves no WebSockets, and says nothing about it.",
-            hint='Put "daphne" first in INSTALLED_APPS, before django.contrib.staticfiles.',
+            f"`manage.py runserver` is {app}'s, Django's WSGI server: it serves no WebSockets "
+            "and skips the ASGI handler, and says nothing about it.",
+            hint='List "asgi_runtime" before django.contrib.staticfiles in INSTALLED_APPS: its '
+            "runserver runs the server of Procfile.",
             id="asgi.E005",
         )
     ]

@@ -24,6 +24,9 @@ twice that time, even in a quiet room and on servers that send no WebSocket ping
 Where those options are missing, a send that still waits after the same time is given up, and
 nothing more is sent to that connection: the consumer goes on serving its other clients and
 nothing piles up for this one, but the connection stays open until the client leaves.
+
+When the server is asked to stop (a deploy, a development reload), every connection is closed
+with SERVICE_RESTART and its consumer sees an ordinary disconnection (lifespan.py).
 """
 
 import asyncio
@@ -35,10 +38,20 @@ import time
 
 from django.conf import settings
 
+from .lifespan import open_websocket, stopping
+
 logger = logging.getLogger(__name__)
 
 MESSAGE_TOO_BIG = 4009
 POLICY_VIOLATION = 4008
+{%- if cookiecutter.server == "daphne" %}
+# "Service restart" is 1012, which daphne does not let an application send either: 4012.
+SERVICE_RESTART = 4012
+{%- else %}
+SERVICE_RESTART = 1012
+{%- endif %}
+# How long a stopping server waits for a client's answer to its close.
+STOP_SECONDS = 5
 
 
 def size_of(message):
@@ -123,11 +136,32 @@ class WebSocketLimits:
             return await self.app(scope, receive, send)
         peer_timeouts.apply(scope, settings.WEBSOCKET_SEND_TIMEOUT)
         bucket = TokenBucket(settings.WEBSOCKET_MESSAGE_RATE, settings.WEBSOCKET_MESSAGE_BURST)
-        closed = cut_off = False
+        closed = cut_off = accepted = False
+        stop = stopping()
+        pending = None  # The server's receive() being waited for, kept across a stop's wake-up.
+
+        async def next_message():
+            """The server's next message, or None once the server is stopping (the connection
+            accepted: a consumer expects its connect first)."""
+            nonlocal pending
+            if pending is None:
+                pending = asyncio.ensure_future(receive())
+            if not accepted:
+                await asyncio.wait({pending})
+            elif not pending.done() and not stop.done():
+                await asyncio.wait({pending, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                return None
+            message, pending = pending.result(), None
+            return message
 
         async def limited_receive():
             nonlocal closed, cut_off
-            message = await receive()
+            message = await next_message() if not closed else await receive_rest()
+            if message is None:
+                closed = cut_off = True
+                await send({"type": "websocket.close", "code": SERVICE_RESTART})
+                return {"type": "websocket.disconnect", "code": SERVICE_RESTART}
             if message["type"] == "websocket.disconnect":
                 closed = True  # Whatever the consumer sends now is dropped (see above).
             if message["type"] != "websocket.receive" or closed:
@@ -142,10 +176,18 @@ class WebSocketLimits:
             await send({"type": "websocket.close", "code": code})
             return {"type": "websocket.disconnect", "code": code}
 
+        async def receive_rest():
+            nonlocal pending
+            if pending is None:
+                return await receive()
+            message, pending = await pending, None
+            return message
+
         async def guarded_send(message):
-            nonlocal closed
+            nonlocal closed, accepted
             if closed:
                 return
+            accepted = accepted or message["type"] == "websocket.accept"
             try:
                 async with asyncio.timeout(settings.WEBSOCKET_SEND_TIMEOUT):
                     await send(message)
@@ -160,13 +202,19 @@ class WebSocketLimits:
                     raise
                 closed = True
 
-        await self.app(scope, limited_receive, guarded_send)
-        if cut_off:
-            # The consumer is done, but the client may still be sending, and its answer to the
-            # close is still to come: read until it arrives, as the consumer would have. A
-            # server whose queue of unread messages fills up (hypercorn) stops reading the
-            # connection altogether, and would never see that answer.
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(settings.WEBSOCKET_SEND_TIMEOUT):
-                    while (await receive())["type"] != "websocket.disconnect":
-                        pass
+        try:
+            with open_websocket():
+                await self.app(scope, limited_receive, guarded_send)
+                if cut_off:
+                    # The consumer is done, but the client may still be sending, and its answer
+                    # to the close is still to come: read until it arrives, as the consumer
+                    # would have. A server whose queue of unread messages fills up (hypercorn)
+                    # stops reading the connection altogether, and would never see that answer.
+                    seconds = STOP_SECONDS if stop.done() else settings.WEBSOCKET_SEND_TIMEOUT
+                    with contextlib.suppress(TimeoutError, OSError):
+                        async with asyncio.timeout(seconds):
+                            while (await receive_rest())["type"] != "websocket.disconnect":
+                                pass
+        finally:
+            if pending is not None:
+                pending.cancel()

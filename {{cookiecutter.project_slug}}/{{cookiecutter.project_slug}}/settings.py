@@ -66,17 +66,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # https://docs.djangoproject.com/en/stable/ref/settings/#installed-apps
 
 INSTALLED_APPS = [
-{%- if cookiecutter.server == "daphne" %}
-    # First, so that `manage.py runserver` becomes Daphne's ASGI development server.
-    "daphne",
-{%- endif %}
-{%- if cookiecutter.server == "daphne" %}
-    # How the project is served (the template's, not yours to edit): its system checks.
-{%- else %}
     # How the project is served (the template's, not yours to edit): its system checks, and a
-    # runserver that warns it is not ASGI (listed before staticfiles, whose runserver it
-    # replaces).
-{%- endif %}
+    # runserver that runs the ASGI server of Procfile (listed before staticfiles, whose
+    # runserver it replaces).
     "asgi_runtime",
     # The project itself: its templates.
     "{{ slug }}",

@@ -112,12 +112,14 @@ def test_any_host_in_production_lets_any_site_open_websockets(settings):
 {%- endif %}
 
 
-def test_runserver_without_daphne_first(settings, tmp_path):
-    (tmp_path / "Procfile.dev").write_text("web: python manage.py runserver\n")
-    settings.BASE_DIR = tmp_path
-    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+def test_runserver_is_the_asgi_server():
+    assert ids(asgi_checks.check_runserver_runs_the_asgi_server(None)) == []
 
-    assert ids(asgi_checks.check_daphne_comes_first(None)) == ["asgi.E005"]
+
+def test_runserver_of_staticfiles_is_refused(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "asgi_runtime"]
+
+    assert ids(asgi_checks.check_runserver_runs_the_asgi_server(None)) == ["asgi.E005"]
 
 
 @pytest.mark.parametrize(

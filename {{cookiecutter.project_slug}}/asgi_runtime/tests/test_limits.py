@@ -1,13 +1,15 @@
 """limits.py: what one WebSocket connection may send, and leave unread, whatever the consumer."""
 
 import asyncio
+import signal
 import socket
 
 import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 
-from asgi_runtime.limits import PeerTimeouts, WebSocketLimits
+from asgi_runtime import lifespan
+from asgi_runtime.limits import SERVICE_RESTART, PeerTimeouts, WebSocketLimits
 
 # Consumers close stale database connections between messages.
 pytestmark = pytest.mark.django_db
@@ -77,6 +79,57 @@ async def test_after_a_cut_off_the_clients_messages_are_read_until_it_leaves(set
     await client.send_input({"type": "websocket.disconnect", "code": 4009})
     await client.wait(timeout=1)
     assert client.input_queue.empty()
+
+
+@pytest.fixture
+def server_handler():
+    """The server's own SIGTERM handler, which lifespan.stopping() runs after its own: it
+    records the signal here. This process gets its handlers back afterwards."""
+    saved = {number: signal.getsignal(number) for number in lifespan.STOP_SIGNALS}
+    received = []
+    signal.signal(signal.SIGTERM, lambda number, frame: received.append(number))
+    lifespan._stopping = None
+    yield received
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    lifespan._stopping = None
+
+
+class Member(Echo):
+    disconnected = None
+
+    async def disconnect(self, code):
+        Member.disconnected = code
+
+
+async def test_a_stop_signal_closes_every_connection_with_1012_first(server_handler):
+    client = WebsocketCommunicator(WebSocketLimits(Member.as_asgi()), "/")
+    assert (await client.connect())[0]
+    await client.send_to(text_data="before")
+    assert await client.receive_from() == "before"
+
+    signal.raise_signal(signal.SIGTERM)  # What a deploy or runserver's reload sends.
+
+    assert await client.receive_output() == {"type": "websocket.close", "code": SERVICE_RESTART}
+    assert server_handler == []  # The server's handler waits while a connection is open.
+    await client.send_input({"type": "websocket.disconnect", "code": SERVICE_RESTART})
+    await client.wait()
+    assert Member.disconnected == SERVICE_RESTART  # The consumer ended as for a client leaving.
+    async with asyncio.timeout(lifespan.CLOSE_SECONDS):
+        while not server_handler:
+            await asyncio.sleep(0.05)
+    assert server_handler == [signal.SIGTERM]
+
+
+async def test_a_connection_arriving_while_stopping_is_accepted_then_closed(server_handler):
+    lifespan.stopping()  # As at the server's start-up.
+    signal.raise_signal(signal.SIGTERM)
+    await asyncio.sleep(0)
+    client = WebsocketCommunicator(WebSocketLimits(Member.as_asgi()), "/")
+
+    # The consumer sees its connect first, as always, then the close.
+    assert (await client.connect())[0]
+    assert await client.receive_output() == {"type": "websocket.close", "code": SERVICE_RESTART}
 
 
 async def test_messages_within_the_limits_go_through(settings):

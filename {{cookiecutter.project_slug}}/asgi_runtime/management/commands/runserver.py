@@ -1,32 +1,135 @@
 """
-`manage.py runserver` is Django's WSGI development server, not the ASGI server this project
-runs on: it serves no WebSockets, and no lifespan messages. Say so at start, and show the
-command that runs the project the way production does.
+`manage.py runserver` runs this project's ASGI server, with the options Django developers know
+(`runserver 8001`, `runserver 0.0.0.0:8000`, `--noreload`), and restarts it when a source file
+or a template changes.
+
+The server is started with the production command, the `web:` line of Procfile, the one place
+it is written: only its address and port come from the command line, and it runs one process.
+What development adds is around it: Django's own reloader, which watches the project's Python
+modules and template folders (never the database, logs or other data files), and debug
+settings from .env (ServeStatic then serves static files from the apps, as they change).
+{%- if cookiecutter.websockets %}
+
+A reload stops the server as a deploy does, with SIGTERM: every open WebSocket is closed with
+"service restart" (SERVICE_RESTART in limits.py), so that clients reconnect, and the reload
+never waits for them.
+{%- else %}
+
+A reload stops the server as a deploy does, with SIGTERM.
+{%- endif %}
 """
 
+import atexit
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from django.apps import apps
 from django.conf import settings
-from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
+from django.core.management.commands.runserver import Command as DjangoRunserverCommand
+from django.db import connections
+from django.utils import autoreload
+
+from asgi_runtime.checks import procfile_command, server_name
+
+# How long a stopping server may take before it is killed: it closes its WebSockets at once.
+STOP_SECONDS = 10
 
 
-def asgi_dev_command():
-    """The `web:` line of Procfile.dev, the one place the development command is written."""
-    for line in (settings.BASE_DIR / "Procfile.dev").read_text().splitlines():
-        if line.startswith("web:"):
-            return "uv run " + line.removeprefix("web:").strip()
-    return "see Procfile.dev"
+def server_command(host, port):
+    """Procfile's `web:` line for one process on host:port, its program found next to Python."""
+    os.environ.update(HOST=host, PORT=str(port), WEB_CONCURRENCY="1")
+    command = procfile_command()
+    if command:
+        program = shutil.which(command[0], path=Path(sys.executable).parent)
+        command[0] = program or command[0]
+    return command
 
 
-class Command(RunserverCommand):
+try:
+    LIBC = ctypes.CDLL(None, use_errno=True)  # Loaded here: never between fork and exec.
+except OSError:
+    LIBC = None
+
+
+def stop_with_parent():
+    """Runs in the server's process before it starts: it gets SIGTERM if runserver dies (Linux)."""
+    with contextlib.suppress(AttributeError):
+        LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def watch_project_sources(sender, **kwargs):
+    """Every Python file of the project's own apps: the server imports modules (routing,
+    consumers, asgi.py) that this process never does, and Django watches imported ones only."""
+    for app in apps.get_app_configs():
+        path = Path(app.path)
+        if path.is_relative_to(settings.BASE_DIR) and "site-packages" not in path.parts:
+            sender.watch_dir(path, "**/*.py")
+
+
+class Command(DjangoRunserverCommand):
+    help = "Runs the ASGI server of Procfile, restarting it when code or templates change."
+
+    server = None
+    stopping = False
+    lock = threading.Lock()
+
+    def run(self, **options):
+        autoreload.autoreload_started.connect(watch_project_sources)
+        super().run(**options)
+
     def inner_run(self, *args, **options):
-        self.stderr.write(
-            self.style.WARNING(
-{%- if cookiecutter.websockets %}
-                "runserver is Django's WSGI server: WebSockets (/ws/...) will not work here.\n"
-{%- else %}
-                "runserver is Django's WSGI server; this project is served over ASGI.\n"
-{%- endif %}
-                "Run the ASGI development server instead:\n"
-                f"    {asgi_dev_command()}\n"
-            )
+        autoreload.raise_last_exception()
+        # The server runs the system checks itself, as in production: an error stops it with
+        # one line. Unapplied migrations are only worth a word.
+        self.check_migrations()
+        connections.close_all()
+        command = server_command(self.addr, self.port)
+        if not command:
+            self.stderr.write("Procfile has no web: line: there is no server to run.")
+            os._exit(1)
+        address = f"[{self.addr}]" if self._raw_ipv6 else self.addr
+        self.stdout.write(
+            f"Starting {server_name(command)} at http://{address}:{self.port}/ (Procfile's "
+            "command, one process)\n"
+            + ("Reloading when code or templates change. " if options["use_reloader"] else "")
+            + f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}."
         )
-        super().inner_run(*args, **options)
+        self.stdout.flush()
+        with self.lock:
+            self.server = subprocess.Popen(
+                command, cwd=settings.BASE_DIR, preexec_fn=stop_with_parent
+            )
+        atexit.register(self.stop_server)
+        if options["use_reloader"]:
+            autoreload.file_changed.connect(self.reload, weak=False)
+        code = self.server.wait()
+        if not options["use_reloader"]:
+            sys.exit(code)
+        if code not in (0, -signal.SIGTERM, -signal.SIGKILL) and not self.stopping:
+            self.stderr.write(f"The server stopped (exit status {code}): fix it, then save a file.")
+
+    def stop_server(self):
+        """SIGTERM, as a deploy sends it; SIGKILL if the server is still there after a while."""
+        with self.lock:
+            server, self.stopping = self.server, True
+        if server is None or server.poll() is not None:
+            return
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    def reload(self, sender, file_path, **kwargs):
+        # A template is no Python module: Django's reloader would only clear its template
+        # cache, but the templates are cached in the server's process. Restart for both.
+        self.stop_server()
+        autoreload.trigger_reload(file_path)
