@@ -1,4 +1,7 @@
-"""The custom user model, its admin, and sign-up, login and logout for everyone."""
+"""The custom user model, its admin, and the accounts every visitor uses (django-allauth):
+sign-up with email verification, login by username or email, password reset and change."""
+
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -13,6 +16,30 @@ from .models import User
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "another horse, another staple"
+
+
+def link_in(message):
+    """The one link of an email from the site, as a path."""
+    url = re.search(r"https?://testserver(/\S+)", message.body)
+    assert url, message.body
+    return url.group(1)
+
+
+def sign_up(client, username="bob", email="bob@example.com"):
+    return client.post(
+        "/accounts/signup/",
+        {"username": username, "email": email, "password1": PASSWORD, "password2": PASSWORD},
+    )
+
+
+def log_in(client, login, password=PASSWORD):
+    return client.post("/accounts/login/", {"login": login, "password": password})
+
+
+def signed_in_as(client):
+    user = client.get("/").context["user"]
+    return user.get_username() if user.is_authenticated else None
 
 
 def test_the_project_uses_its_own_user_model():
@@ -42,47 +69,149 @@ def test_createsuperuser_makes_an_admin(monkeypatch):
     assert root.is_superuser and root.is_staff and root.check_password(PASSWORD)
 
 
-def test_signing_up_creates_an_account_and_signs_in(client):
-    assert client.get("/accounts/signup/").status_code == 200
+def test_sign_up_verify_the_address_then_log_in(client, settings, mailoutbox):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 
-    response = client.post(
-        "/accounts/signup/",
-        {"username": "bob", "password1": PASSWORD, "password2": PASSWORD},
-    )
+    response = sign_up(client)
 
     assert response.status_code == 302
-    assert User.objects.filter(username="bob").exists()
-    assert client.get("/").context["user"].get_username() == "bob"
+    assert User.objects.get(username="bob").email == "bob@example.com"
+    assert signed_in_as(client) is None
+    # Not before the address is verified.
+    assert log_in(client, "bob").url == "/accounts/confirm-email/"
+    assert signed_in_as(client) is None
+    [*_, message] = mailoutbox
+    assert message.to == ["bob@example.com"]
+
+    confirm = link_in(message)
+    assert b"Confirm" in client.get(confirm).content
+    assert client.post(confirm).status_code == 302
+
+    assert log_in(client, "bob").status_code == 302
+    assert signed_in_as(client) == "bob"
 
 
-def test_sign_up_applies_the_password_validators(client):
-    response = client.post(
-        "/accounts/signup/", {"username": "bob", "password1": "123", "password2": "123"}
+def test_with_optional_verification_sign_up_signs_in(client, settings, mailoutbox):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+
+    assert sign_up(client).status_code == 302
+
+    assert signed_in_as(client) == "bob"
+    assert mailoutbox[-1].to == ["bob@example.com"]
+
+
+def test_sign_up_needs_an_email_address_and_valid_passwords(client):
+    no_email = sign_up(client, email="")
+    weak = client.post(
+        "/accounts/signup/",
+        {"username": "bob", "email": "bob@example.com", "password1": "123", "password2": "123"},
     )
 
+    assert "email" in no_email.context["form"].errors
+    assert "password1" in weak.context["form"].errors
+    assert not User.objects.exists()
+
+
+def test_an_address_signs_up_once_whatever_its_case(client, settings, mailoutbox):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_user("alice", "alice@example.com", PASSWORD)
+
+    response = sign_up(client, username="mallory", email="ALICE@Example.com")
+
     assert response.status_code == 200
-    assert "password2" in response.context["form"].errors
-    assert not User.objects.filter(username="bob").exists()
+    assert "email" in response.context["form"].errors
+    assert not User.objects.filter(username="mallory").exists()
 
 
-def test_login_and_logout(client):
-    User.objects.create_user("carol", password=PASSWORD)
+def test_with_mandatory_verification_sign_up_does_not_tell_which_addresses_exist(
+    client, settings, mailoutbox
+):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    User.objects.create_user("alice", "alice@example.com", PASSWORD)
 
-    wrong = client.post("/accounts/login/", {"username": "carol", "password": "nope"})
+    response = sign_up(client, username="mallory", email="ALICE@Example.com")
+
+    # The same answer as for a new address; the address's owner is told by email instead.
+    assert response.status_code == 302
+    assert not User.objects.filter(username="mallory").exists()
+    [message] = mailoutbox
+    assert message.to == ["alice@example.com"] and "already" in message.body
+
+
+@pytest.mark.parametrize("login", ["carol", "carol@example.com", "CAROL@example.com"])
+def test_log_in_by_username_or_email_and_out(client, settings, login):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_user("carol", "carol@example.com", PASSWORD)
+
+    wrong = log_in(client, login, "nope")
     assert wrong.status_code == 200 and "sessionid" not in client.cookies
 
-    right = client.post("/accounts/login/", {"username": "carol", "password": PASSWORD})
-    assert right.status_code == 302 and "sessionid" in client.cookies
+    assert log_in(client, login).status_code == 302
     assert b"Signed in as" in client.get("/").content
 
     assert client.post("/accounts/logout/").status_code == 302
-    assert b"Signed in as" not in client.get("/").content
+    assert signed_in_as(client) is None
 
 
 def test_login_needs_the_csrf_token():
     client = Client(enforce_csrf_checks=True)
-    User.objects.create_user("dave", password=PASSWORD)
+    User.objects.create_user("dave", "dave@example.com", PASSWORD)
 
-    response = client.post("/accounts/login/", {"username": "dave", "password": PASSWORD})
+    response = log_in(client, "dave")
 
     assert response.status_code == 403
+
+
+def test_the_login_page_links_password_reset_and_change(client):
+    page = client.get("/accounts/login/").content.decode()
+
+    assert 'href="/accounts/password/reset/"' in page
+    assert 'href="/accounts/password/change/"' in page
+    assert 'href="/accounts/signup/"' in page
+
+
+def test_a_forgotten_password_is_reset_by_email(client, settings, mailoutbox):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_user("erin", "erin@example.com", PASSWORD)
+
+    response = client.post("/accounts/password/reset/", {"email": "erin@example.com"})
+
+    assert response.status_code == 302
+    [message] = mailoutbox
+    assert message.to == ["erin@example.com"]
+    # The link stores its key in the session and moves on to a page without it.
+    form_page = client.get(link_in(message), follow=True)
+    assert form_page.status_code == 200 and "form" in form_page.context
+    change = client.post(
+        form_page.redirect_chain[-1][0], {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    )
+    assert change.status_code == 302
+
+    assert log_in(client, "erin", PASSWORD).status_code == 200
+    assert log_in(client, "erin", NEW_PASSWORD).status_code == 302
+    assert signed_in_as(client) == "erin"
+
+
+def test_an_unknown_address_gets_no_reset_link(client, mailoutbox):
+    response = client.post("/accounts/password/reset/", {"email": "nobody@example.com"})
+
+    # The same answer as for a known address: the page tells nothing away.
+    assert response.status_code == 302
+    assert all("password/reset/key" not in message.body for message in mailoutbox)
+
+
+def test_a_signed_in_user_changes_their_password(client):
+    client.force_login(User.objects.create_user("frank", "frank@example.com", PASSWORD))
+
+    wrong = client.post(
+        "/accounts/password/change/",
+        {"oldpassword": "nope", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+    )
+    right = client.post(
+        "/accounts/password/change/",
+        {"oldpassword": PASSWORD, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+    )
+
+    assert wrong.status_code == 200 and "oldpassword" in wrong.context["form"].errors
+    assert right.status_code == 302
+    assert User.objects.get(username="frank").check_password(NEW_PASSWORD)

@@ -95,6 +95,10 @@ INSTALLED_APPS = [
 {%- if cookiecutter.websockets %}
     "channels",
 {%- endif %}
+    # Accounts: sign-up, login, email verification, password reset and change, rate limits
+    # (after "users", whose templates override allauth's).
+    "allauth",
+    "allauth.account",
 ]
 
 MIDDLEWARE = [
@@ -109,6 +113,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-allauth's: the request it serves, and its redirects (re-authentication, /accounts/).
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "{{ slug }}.urls"
@@ -148,9 +154,15 @@ REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1
 # https://docs.djangoproject.com/en/stable/topics/auth/customizing/
 
 AUTH_USER_MODEL = "users.User"
-LOGIN_URL = "login"
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+AUTHENTICATION_BACKENDS = [
+    # The admin's login, by username.
+    "django.contrib.auth.backends.ModelBackend",
+    # The site's login, by username or email address.
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -158,6 +170,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Accounts, by django-allauth: sign-up asks for an email address (unique, whatever its case), a
+# username and a password; login takes the username or the address. Email verification is
+# "mandatory" in production (no login before the link from the email is followed), "optional"
+# in development; ACCOUNT_EMAIL_VERIFICATION (mandatory, optional or none) changes it.
+# https://docs.allauth.org/en/latest/account/configuration.html
+
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = env.str(
+    "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
+)
 
 
 # Database, from DATABASE_URL.
