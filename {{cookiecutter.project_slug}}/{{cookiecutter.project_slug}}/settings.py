@@ -308,18 +308,49 @@ WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
 {%- endif %}
 
 
-# Email: printed to the console in development, sent over SMTP in production.
+# Email: one URL gives the mail server, its port, TLS and credentials (django-environ's email
+# URLs): smtp+tls://user:password@smtp.example.com:587 (STARTTLS), smtp+ssl://...:465 (TLS
+# from the first byte), smtp://127.0.0.1:1025 (a local mail catcher, no TLS), consolemail://
+# (printed on stdout: the development default). Percent-encode reserved characters in the user
+# and password (@ is %40). Production has no default: `check --deploy` reports asgi.E012
+# until EMAIL_URL is set. Django 6.1 reads MAILERS, Django 5.2 the EMAIL_* settings.
 # https://docs.djangoproject.com/en/stable/topics/email/
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 
-_email_backend = env.str(
-    "DJANGO_EMAIL_BACKEND",
-    default="django.core.mail.backends."
-    + ("console.EmailBackend" if DEBUG else "smtp.EmailBackend"),
-)
+EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
+_email = env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
+_email_backend = _email.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+_email_tls, _email_ssl = bool(_email.get("EMAIL_USE_TLS")), bool(_email.get("EMAIL_USE_SSL"))
+_smtp = {
+    "host": _email.get("EMAIL_HOST") or "",
+    "port": _email.get("EMAIL_PORT") or (465 if _email_ssl else 587 if _email_tls else 25),
+    "username": _email.get("EMAIL_HOST_USER") or "",
+    "password": _email.get("EMAIL_HOST_PASSWORD") or "",
+    "use_tls": _email_tls,
+    "use_ssl": _email_ssl,
+    # Seconds before a silent mail server fails the request that sends, instead of holding it.
+    "timeout": 10,
+}
 if django.VERSION >= (6, 1):
-    MAILERS = {"default": {"BACKEND": _email_backend}}
+    _options = _smtp if _email_backend.endswith(".smtp.EmailBackend") else {}
+    MAILERS = {
+        "default": {
+            "BACKEND": _email_backend,
+            "OPTIONS": {name: value for name, value in _options.items() if value},
+        },
+    }
 else:
     EMAIL_BACKEND = _email_backend
+    EMAIL_HOST = _smtp["host"]
+    EMAIL_PORT = _smtp["port"]
+    EMAIL_HOST_USER = _smtp["username"]
+    EMAIL_HOST_PASSWORD = _smtp["password"]
+    EMAIL_USE_TLS = _smtp["use_tls"]
+    EMAIL_USE_SSL = _smtp["use_ssl"]
+    EMAIL_TIMEOUT = _smtp["timeout"]
+# The sender of the site's email (verification, password reset), and of error reports.
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 
 
 # Security: HTTPS everywhere outside development, behind a TLS-terminating proxy.
