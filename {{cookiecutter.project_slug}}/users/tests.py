@@ -1,9 +1,12 @@
 """The custom user model, its admin, and the accounts every visitor uses (django-allauth):
-sign-up with email verification, login by username or email, password reset and change."""
+sign-up with email verification, login by username or email, password reset and change, and
+the rate limits on each."""
 
 import re
+import time
 
 import pytest
+from allauth.core.internal import ratelimit
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
@@ -215,3 +218,95 @@ def test_a_signed_in_user_changes_their_password(client):
     assert wrong.status_code == 200 and "oldpassword" in wrong.context["form"].errors
     assert right.status_code == 302
     assert User.objects.get(username="frank").check_password(NEW_PASSWORD)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Moves the rate limits' clock forward: `clock(seconds)`."""
+    offset = 0.0
+
+    class Shifted:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def time(self):
+            return time.time() + offset
+
+    monkeypatch.setattr(ratelimit, "time", Shifted())
+
+    def forward(seconds):
+        nonlocal offset
+        offset += seconds
+
+    return forward
+
+
+def from_address(address):
+    return Client(REMOTE_ADDR=address)
+
+
+def test_failed_logins_on_one_account_are_refused_then_allowed_again(settings, clock):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_user("grace", "grace@example.com", PASSWORD)
+    client = from_address("192.0.2.1")
+
+    for _ in range(5):
+        assert log_in(client, "grace", "wrong").status_code == 200
+
+    # Then even the right password is refused, with a page that says why, from any address.
+    refused = log_in(client, "grace")
+    assert refused.status_code == 429
+    assert b"Too many attempts" in refused.content
+    assert log_in(from_address("192.0.2.2"), "grace").status_code == 429
+    assert signed_in_as(client) is None
+
+    clock(5 * 60 + 1)
+
+    assert log_in(client, "grace").status_code == 302
+    assert signed_in_as(client) == "grace"
+
+
+def test_failed_logins_from_one_address_are_refused_whatever_the_account(settings, clock):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_user("heidi", "heidi@example.com", PASSWORD)
+    guesser = from_address("192.0.2.3")
+
+    for number in range(10):
+        assert log_in(guesser, f"user{number}", "wrong").status_code == 200
+
+    assert log_in(guesser, "heidi").status_code == 429
+    # Another address is not held up.
+    assert log_in(from_address("192.0.2.4"), "heidi").status_code == 302
+
+    clock(61)
+
+    assert log_in(guesser, "heidi").status_code == 302
+
+
+def test_sign_ups_and_password_reset_emails_are_limited(client, settings, mailoutbox):
+    for number in range(20):
+        assert sign_up(client, f"user{number}", f"user{number}@example.com").status_code == 302
+        client.logout()
+    assert sign_up(client, "user20", "user20@example.com").status_code == 429
+
+    User.objects.create_user("ivan", "ivan@example.com", PASSWORD)
+    mailoutbox.clear()
+    for _ in range(5):
+        client.post("/accounts/password/reset/", {"email": "ivan@example.com"})
+    refused = client.post("/accounts/password/reset/", {"email": "ivan@example.com"})
+    assert refused.status_code == 429
+    assert len(mailoutbox) == 5
+
+
+def test_a_verification_email_is_sent_once_in_three_minutes(client, settings, mailoutbox, clock):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    sign_up(client, "judy", "judy@example.com")
+    assert len(mailoutbox) == 1
+
+    # Logging in before verifying sends the link again, but not this soon.
+    log_in(client, "judy")
+    assert len(mailoutbox) == 1
+
+    clock(3 * 60 + 1)
+    log_in(client, "judy")
+    assert len(mailoutbox) == 2

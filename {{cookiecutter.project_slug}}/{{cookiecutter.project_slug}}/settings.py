@@ -183,6 +183,30 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = env.str(
     "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
 )
+ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
+# Attempts allowed: "amount/period/per", per client address (ip), per login or email address
+# (key), per signed-in user (user). Past a limit the page answers 429 (users/templates/429.html)
+# until the oldest attempt leaves the period. Counted in the default cache:
+{%- if redis %}
+# Redis, shared by every process that shares REDIS_URL.
+{%- else %}
+# this process's memory, so each server process counts on its own and a restart forgets.
+{%- endif %}
+# https://docs.allauth.org/en/latest/account/rate_limits.html
+ACCOUNT_RATE_LIMITS = {
+    # Failed logins: 10 a minute from one address, 5 in 5 minutes on one login as typed (the
+    # username and the email address count apart).
+    "login_failed": "10/m/ip,5/5m/key",
+    # Every login form sent, right or wrong.
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    # Password reset emails: 20 a minute from one address, 5 a minute to one address.
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    # Verification emails: one every 3 minutes to one address (more are not sent).
+    "confirm_email": "1/3m/key",
+    "change_password": "5/m/user",
+}
 
 
 # Database, from DATABASE_URL.
