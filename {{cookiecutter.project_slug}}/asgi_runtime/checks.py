@@ -410,7 +410,9 @@ def run_checks_at_start_up():
         return
     _running = True
     try:
-        messages = checks.run_checks() + check_static_files_were_collected()
+        # No database: since Django 6.1, run_checks() without `databases` gives the model checks
+        # every database, and a JSONField's check then queries it (SQLite), at import time.
+        messages = checks.run_checks(databases=[]) + check_static_files_were_collected()
     finally:
         _running = False
     errors = []

@@ -1,11 +1,15 @@
 """The custom user model, its admin, and the accounts every visitor uses (django-allauth):
-sign-up with email verification, login by username or email, password reset and change, and
-the rate limits on each."""
+sign-up with email verification, login by username or email, password reset and change, the
+rate limits on each, and two-factor authentication."""
 
+import base64
+import hmac
 import re
+import struct
 import time
 
 import pytest
+from allauth.account.models import EmailAddress
 from allauth.core.internal import ratelimit
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -310,3 +314,74 @@ def test_a_verification_email_is_sent_once_in_three_minutes(client, settings, ma
     clock(3 * 60 + 1)
     log_in(client, "judy")
     assert len(mailoutbox) == 2
+
+
+def totp(secret):
+    """The authenticator app's code for `secret` now (RFC 6238: SHA-1, 30 s, 6 digits), in a
+    period that has at least 3 s left: the server must see the same one."""
+    if time.time() % 30 > 27:
+        time.sleep(30 - time.time() % 30)
+    counter = int(time.time() // 30)
+    digest = hmac.new(base64.b32decode(secret), struct.pack(">Q", counter), "sha1").digest()
+    offset = digest[-1] & 0x0F
+    return f"{(struct.unpack('>I', digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 10**6:06d}"
+
+
+def verified_user(username):
+    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD)
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    return user
+
+
+def confirm_password(client):
+    """What changing the account's security asks for first, even just after logging in."""
+    response = client.post("/accounts/reauthenticate/", {"password": PASSWORD})
+    assert response.status_code == 302
+
+
+def test_an_authenticator_app_and_recovery_codes_guard_the_login(client):
+    verified_user("kim")
+    assert log_in(client, "kim").status_code == 302
+
+    # Enrol from the account page: the password again, the app's secret, one of its codes.
+    assert b"/accounts/2fa/" in client.get("/accounts/email/").content
+    assert client.get("/accounts/2fa/totp/activate/").url.startswith("/accounts/reauthenticate/")
+    confirm_password(client)
+    secret = client.get("/accounts/2fa/totp/activate/").context["form"].secret
+    enrolled = client.post("/accounts/2fa/totp/activate/", {"code": totp(secret)})
+    assert enrolled.status_code == 302
+    codes = client.get(enrolled.url).context["unused_codes"]
+    assert len(codes) == 10
+    client.post("/accounts/logout/")
+
+    # The password alone no longer signs in: a code is asked for.
+    asked = log_in(client, "kim")
+    assert asked.url == "/accounts/2fa/authenticate/"
+    assert signed_in_as(client) is None
+    wrong = client.post("/accounts/2fa/authenticate/", {"code": "000000"})
+    assert wrong.status_code == 200 and signed_in_as(client) is None
+    code = totp(secret)
+    assert client.post("/accounts/2fa/authenticate/", {"code": code}).status_code == 302
+    assert signed_in_as(client) == "kim"
+    client.post("/accounts/logout/")
+
+    # Without the app, a recovery code, once.
+    log_in(client, "kim")
+    assert client.post("/accounts/2fa/authenticate/", {"code": codes[0]}).status_code == 302
+    assert signed_in_as(client) == "kim"
+    client.post("/accounts/logout/")
+    log_in(client, "kim")
+    assert client.post("/accounts/2fa/authenticate/", {"code": codes[0]}).status_code == 200
+    assert signed_in_as(client) is None
+
+
+def test_the_login_page_offers_passkeys_and_the_account_page_enrols_them(client):
+    assert b'id="passkey_login"' in client.get("/accounts/login/").content
+
+    verified_user("lee")
+    log_in(client, "lee")
+    confirm_password(client)
+
+    page = client.get("/accounts/2fa/webauthn/add/")
+    assert page.status_code == 200
+    assert b"passkey" in page.content.lower()

@@ -95,10 +95,11 @@ INSTALLED_APPS = [
 {%- if cookiecutter.websockets %}
     "channels",
 {%- endif %}
-    # Accounts: sign-up, login, email verification, password reset and change, rate limits
-    # (after "users", whose templates override allauth's).
+    # Accounts: sign-up, login, email verification, password reset and change, rate limits;
+    # two-factor authentication and passkeys (after "users", whose templates override allauth's).
     "allauth",
     "allauth.account",
+    "allauth.mfa",
 ]
 
 MIDDLEWARE = [
@@ -184,6 +185,12 @@ ACCOUNT_EMAIL_VERIFICATION = env.str(
     "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
 )
 ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
+# Two-factor authentication, set up from the account page (/accounts/2fa/): an authenticator
+# app's codes (TOTP) with recovery codes, and passkeys (WebAuthn), which also sign in on their
+# own from the login page. WebAuthn needs HTTPS, or http://localhost in development.
+# https://docs.allauth.org/en/latest/mfa/configuration.html
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
 # Attempts allowed: "amount/period/per", per client address (ip), per login or email address
 # (key), per signed-in user (user). Past a limit the page answers 429 (users/templates/429.html)
 # until the oldest attempt leaves the period. Counted in the default cache:

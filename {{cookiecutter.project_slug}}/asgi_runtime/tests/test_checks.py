@@ -283,3 +283,9 @@ def test_a_mail_server_or_development_needs_nothing_more(settings):
     settings.DEBUG = True
     use_mailer(settings, "django.core.mail.backends.console.EmailBackend")
     assert asgi_checks.check_production_can_send_email(None) == []
+
+
+def test_start_up_checks_leave_the_database_alone():
+    # No database access is allowed in this test: since Django 6.1 a model with a JSONField
+    # (allauth.mfa's Authenticator) queries SQLite in its check unless told there is no database.
+    asgi_checks.run_checks_at_start_up()
