@@ -24,11 +24,15 @@ print(json.dumps({
 """
 
 
+EMAIL_VARIABLES = ("EMAIL_URL", "DJANGO_DEFAULT_FROM_EMAIL", "DJANGO_SERVER_EMAIL")
+
+
 def mailer_of(**variables):
     """The default mailer that settings.py configures from `variables`, in production."""
-    # pytest-django put DJANGO_SETTINGS_MODULE in the environment.
+    # pytest-django put DJANGO_SETTINGS_MODULE in the environment; the email settings of the
+    # environment running the tests are left out.
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in EMAIL_VARIABLES},
         "DJANGO_READ_DOT_ENV": "false",
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": "s" * 50,
