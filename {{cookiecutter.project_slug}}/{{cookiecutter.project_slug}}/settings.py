@@ -336,9 +336,7 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 WEBSOCKET_MESSAGE_RATE = env.float("WEBSOCKET_MESSAGE_RATE", default=10)
 WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
 WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
-# Whether only signed-in users may join the demo's rooms: yes in production, anyone in
-# development. A connection that is not signed in is closed with code 4401 (rooms/consumers.py).
-ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)
+ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who may chat: README.md
 {%- endif %}
 
 
