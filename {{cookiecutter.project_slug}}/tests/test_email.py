@@ -8,6 +8,7 @@ import sys
 import pytest
 from django.conf import settings
 
+EMAIL_VARIABLES = ("EMAIL_URL", "DJANGO_DEFAULT_FROM_EMAIL", "DJANGO_SERVER_EMAIL")
 SHOW_MAILER = """
 import django, json
 django.setup()
@@ -22,9 +23,6 @@ print(json.dumps({
     "server": settings.SERVER_EMAIL,
 }))
 """
-
-
-EMAIL_VARIABLES = ("EMAIL_URL", "DJANGO_DEFAULT_FROM_EMAIL", "DJANGO_SERVER_EMAIL")
 
 
 def mailer_of(**variables):
