@@ -160,6 +160,15 @@ def test_log_in_by_username_or_email_and_out(client, settings, login):
     assert signed_in_as(client) is None
 
 
+async def test_accounts_leads_to_the_login_or_the_account_page(async_client, django_user_model):
+    # allauth's middleware, on the event loop: it reads the user with request.auser().
+    assert (await async_client.get("/accounts/")).url == "/accounts/login/"
+
+    await async_client.aforce_login(await django_user_model.objects.acreate(username="mia"))
+
+    assert (await async_client.get("/accounts/")).url == "/accounts/email/"
+
+
 def test_login_needs_the_csrf_token():
     client = Client(enforce_csrf_checks=True)
     User.objects.create_user("dave", "dave@example.com", PASSWORD)
