@@ -292,6 +292,8 @@ def base_env(**variables):
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "1",
+        # The room's clients are anonymous.
+        "ROOMS_REQUIRE_LOGIN": "false",
     }
     return environment(bin_dir=VENV_BIN, **{**values, **variables})
 

@@ -40,6 +40,12 @@ class Project:
             "DJANGO_SECRET_KEY": self.secret_key,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "HOST": "127.0.0.1",
+            # A mail server is part of production (check --deploy: asgi.E012). Nothing listens
+            # there: a test that sends email starts its own (test_accounts.py).
+            "EMAIL_URL": "smtp://127.0.0.1:9",
+            # The rooms' tests connect as anonymous clients (production's default is signed-in
+            # users only: test_accounts.py).
+            "ROOMS_REQUIRE_LOGIN": "false",
         }
         if self.database_url:
             values["DATABASE_URL"] = self.database_url

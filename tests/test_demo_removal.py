@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def demo_lines(readme):
     """The lines README.md's "Removing the demo" section says to delete, in backquotes."""
     section = readme.split("### Removing the demo", 1)[1].split("\n#", 1)[0]
-    return re.findall(r"`([^`]*rooms[^`]*)`", section)
+    return re.findall(r"`([^`]*rooms[^`]*)`", section, re.IGNORECASE)
 
 
 def remove_the_demo(project):
@@ -41,7 +41,7 @@ def remove_the_demo(project):
 def project_without_demo(request, cookies):
     project = bake(cookies, chat_answers(request.param, "in-memory"), project_name="No Demo")
     removed = remove_the_demo(project)
-    assert len(removed) == 3, removed
+    assert len(removed) == 4, removed
     deploy(project)
     return project
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
 HEALTH = "asgi_runtime/health.py"
-VIEWS = "users/views.py"
+VIEWS = "users/models.py"
 TEMPLATE_LINE = "# A template improvement."
 TEAMS_LINE = "# The team's own line."
 NEXT_STEPS = "Next steps"

@@ -333,6 +333,47 @@ def check_databases_accept_connections(app_configs, databases=None, **kwargs):
     return errors
 
 
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+DEVELOPMENT_MAIL_BACKENDS = {
+    f"django.core.mail.backends.{name}.EmailBackend"
+    for name in ("console", "dummy", "filebased", "locmem")
+}
+
+
+def default_mailer():
+    """The backend and the mail server of the default mailer: Django 6.1's MAILERS, or the
+    EMAIL_* settings before it."""
+    if hasattr(settings, "MAILERS"):
+        mailer = settings.MAILERS.get("default", {})
+        return mailer.get("BACKEND", SMTP_BACKEND), mailer.get("OPTIONS", {}).get("host")
+    return settings.EMAIL_BACKEND, settings.EMAIL_HOST
+
+
+@checks.register("asgi", deploy=True)
+def check_production_can_send_email(app_configs, **kwargs):
+    if settings.DEBUG or not apps.is_installed("allauth.account"):
+        return []
+    backend, host = default_mailer()
+    if backend == SMTP_BACKEND and not host:
+        problem = "no mail server is configured"
+    elif backend in DEVELOPMENT_MAIL_BACKENDS and not hasattr(settings, "MAILERS"):
+        # Django 6.1 reports this one itself (mail.E001).
+        problem = f"the email backend ({backend}) sends nothing"
+    else:
+        return []
+    verification = getattr(settings, "ACCOUNT_EMAIL_VERIFICATION", "optional")
+    return [
+        checks.Error(
+            f"The site sends email (password reset, and email verification, "
+            f"{verification!r}) but {problem}: nobody could reset a password or, with "
+            "mandatory verification, log in after signing up.",
+            hint="Set EMAIL_URL to the mail server, e.g. "
+            "smtp+tls://user:password@smtp.example.com:587 (README.md, Email).",
+            id="asgi.E012",
+        )
+    ]
+
+
 def missing_static_manifest():
     """Outside debug, the manifest of collected static files, if it is missing: without it every
     page that links a static file answers 500 ("Missing staticfiles manifest entry")."""
@@ -370,7 +411,9 @@ def run_checks_at_start_up():
         return
     _running = True
     try:
-        messages = checks.run_checks() + check_static_files_were_collected()
+        # No database: since Django 6.1, run_checks() without `databases` gives the model checks
+        # every database, and a JSONField's check then queries it (SQLite), at import time.
+        messages = checks.run_checks(databases=[]) + check_static_files_were_collected()
     finally:
         _running = False
     errors = []

@@ -81,6 +81,9 @@ class ApplicationHandler:
                 response.headers[name] += f", {value}"
             else:
                 response.headers[name] = value
+        if "Location" in response.headers:
+            # As on Django's redirect responses: `follow` and assertRedirects read it.
+            response.url = response.headers["Location"]
         # What the application saw, rebuilt: Django's clients attach the request they made.
         response.asgi_request = response.wsgi_request = ASGIRequest(scope, BytesIO(body))
         return response

@@ -2,7 +2,10 @@
 WebSocket consumers: the views of WebSocket connections.
 
 A client of /ws/rooms/<room>/ sends {"message": "<text>"}; everyone in the room, sender
-included, receives {"message": "<text>", "user": "<username>" or null}, as UTF-8 text. Anything
+included, receives {"message": "<text>", "user": "<username>" or null}, as UTF-8 text. With
+ROOMS_REQUIRE_LOGIN (on in production), a connection that is not signed in is accepted and closed
+at once with code 4401 (LOGIN_REQUIRED), which tells a page to offer sign-in instead of
+reconnecting (a refused handshake would reach it as 1006, like a network failure). Anything
 else gets {"error": "..."} and the connection stays open, and so does a message whose broadcast
 would be larger than WEBSOCKET_MAX_MESSAGE_BYTES: servers close a connection that is sent more
 (daphne does), so one member's message would close everyone's.
@@ -31,6 +34,9 @@ from redis.exceptions import RedisError
 from asgi_runtime.consumers import GroupMember
 
 logger = logging.getLogger(__name__)
+
+# The close code of a connection that must sign in first (4000 and up are the application's).
+LOGIN_REQUIRED = 4401
 
 {%- if cookiecutter.channel_layer == "redis" %}
 
@@ -64,6 +70,10 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         # The ids of the latest messages this member got, so that a message sent again is not
         # passed on twice.
         self.recent = collections.deque(maxlen=64)
+        if settings.ROOMS_REQUIRE_LOGIN and not self.scope["user"].is_authenticated:
+            await self.accept()
+            await self.close(code=LOGIN_REQUIRED)
+            return
         try:
             await self.join(self.group)
         except (TimeoutError, *CHANNEL_LAYER_ERRORS):

@@ -1,6 +1,9 @@
 """The demo's chat rooms, through the project's full `application`, as a browser uses them."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -20,6 +23,8 @@ SAME_SITE = [(b"host", HOST.encode()), (b"origin", f"http://{HOST}".encode())]
 def in_memory_channel_layer(settings):
     # Tests run in one process and need no Redis.
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Anyone may join, unless a test says otherwise (production's default is signed-in only).
+    settings.ROOMS_REQUIRE_LOGIN = False
 
 
 def connect(path="/ws/rooms/lobby/", headers=SAME_SITE):
@@ -143,3 +148,57 @@ def test_the_page_says_who_you_are(client, django_user_model):
     client.force_login(django_user_model.objects.create(username="bob"))
 
     assert b"You chat as <strong>bob</strong>" in client.get("/rooms/").content
+
+
+async def signed_in_headers(async_client, django_user_model, username):
+    user = await django_user_model.objects.acreate(username=username)
+    await async_client.aforce_login(user)
+    return [
+        *SAME_SITE,
+        (b"cookie", f"sessionid={async_client.cookies['sessionid'].value}".encode()),
+    ]
+
+
+async def test_signed_in_only_an_anonymous_connection_is_closed_with_4401(
+    settings, async_client, django_user_model
+):
+    settings.ROOMS_REQUIRE_LOGIN = True
+    anonymous = connect()
+
+    assert (await anonymous.connect())[0]
+    assert await anonymous.receive_output() == {"type": "websocket.close", "code": 4401}
+
+    alice = connect(headers=await signed_in_headers(async_client, django_user_model, "alice"))
+    assert (await alice.connect())[0]
+    await alice.send_json_to({"message": "members only"})
+    assert await alice.receive_json_from() == {"message": "members only", "user": "alice"}
+    await alice.disconnect()
+
+
+def test_signed_in_only_the_page_offers_to_log_in(client, settings, django_user_model):
+    settings.ROOMS_REQUIRE_LOGIN = True
+
+    page = client.get("/rooms/").content.decode()
+
+    assert 'id="log-in" href="/accounts/login/?next=/rooms/"' in page
+    assert "You chat as" not in page
+
+
+@pytest.mark.parametrize(("debug", "required"), [("false", "True"), ("true", "False")])
+def test_production_lets_only_signed_in_users_in_by_default(debug, required):
+    variables = {"DJANGO_READ_DOT_ENV": "false", "DJANGO_DEBUG": debug}
+    variables |= {"DJANGO_SECRET_KEY": "s" * 50, "DJANGO_ALLOWED_HOSTS": "example.com"}
+    environment = {k: v for k, v in os.environ.items() if k != "ROOMS_REQUIRE_LOGIN"}
+    code = "import django; django.setup(); from django.conf import settings as s; "
+    code += "print(s.ROOMS_REQUIRE_LOGIN)"
+
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, **variables},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+    assert shown.stdout.strip() == required, shown.stderr

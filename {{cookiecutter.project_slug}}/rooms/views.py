@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.shortcuts import render
 
 
 def index(request):
     """A page to try a room from the browser: open it in two tabs and talk to yourself."""
-    return render(request, "rooms/index.html")
+    must_log_in = settings.ROOMS_REQUIRE_LOGIN and not request.user.is_authenticated
+    return render(request, "rooms/index.html", {"must_log_in": must_log_in})

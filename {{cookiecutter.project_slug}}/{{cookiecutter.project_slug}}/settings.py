@@ -87,6 +87,11 @@ INSTALLED_APPS = [
 {%- if cookiecutter.websockets %}
     "channels",
 {%- endif %}
+    # Accounts: sign-up, login, email verification, password reset and change, rate limits;
+    # two-factor authentication and passkeys (after "users", whose templates override allauth's).
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-allauth's: the request it serves, and its redirects (re-authentication, /accounts/).
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "{{ slug }}.urls"
@@ -143,9 +150,15 @@ REQUEST_BODIES_MAX_BYTES = env.int("REQUEST_BODIES_MAX_BYTES", default=256 * 102
 # https://docs.djangoproject.com/en/stable/topics/auth/customizing/
 
 AUTH_USER_MODEL = "users.User"
-LOGIN_URL = "login"
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+AUTHENTICATION_BACKENDS = [
+    # The admin's login, by username.
+    "django.contrib.auth.backends.ModelBackend",
+    # The site's login, by username or email address.
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -153,6 +166,49 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Accounts, by django-allauth: sign-up asks for an email address (unique, whatever its case), a
+# username and a password; login takes the username or the address. Email verification is
+# "mandatory" in production (no login before the link from the email is followed), "optional"
+# in development; ACCOUNT_EMAIL_VERIFICATION (mandatory, optional or none) changes it.
+# https://docs.allauth.org/en/latest/account/configuration.html
+
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = env.str(
+    "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
+)
+ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
+# Two-factor authentication, set up from the account page (/accounts/2fa/): an authenticator
+# app's codes (TOTP) with recovery codes, and passkeys (WebAuthn), which also sign in on their
+# own from the login page. WebAuthn needs HTTPS, or http://localhost in development.
+# https://docs.allauth.org/en/latest/mfa/configuration.html
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+# Attempts allowed: "amount/period/per", per client address (ip), per login or email address
+# (key), per signed-in user (user). Past a limit the page answers 429 (users/templates/429.html)
+# until the oldest attempt leaves the period. Counted in the default cache:
+{%- if redis %}
+# Redis, shared by every process that shares REDIS_URL.
+{%- else %}
+# this process's memory, so each server process counts on its own and a restart forgets.
+{%- endif %}
+# https://docs.allauth.org/en/latest/account/rate_limits.html
+ACCOUNT_RATE_LIMITS = {
+    # Failed logins: 10 a minute from one address, 5 in 5 minutes on one login as typed (the
+    # username and the email address count apart).
+    "login_failed": "10/m/ip,5/5m/key",
+    # Every login form sent, right or wrong.
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    # Password reset emails: 20 a minute from one address, 5 a minute to one address.
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    # Verification emails: one every 3 minutes to one address (more are not sent).
+    "confirm_email": "1/3m/key",
+    "change_password": "5/m/user",
+}
 
 
 # Database, from DATABASE_URL.
@@ -279,21 +335,53 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
 WEBSOCKET_MESSAGE_RATE = env.float("WEBSOCKET_MESSAGE_RATE", default=10)
 WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
 WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
+ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who may chat: README.md
 {%- endif %}
 
 
-# Email: printed to the console in development, sent over SMTP in production.
+# Email: one URL gives the mail server, its port, TLS and credentials (django-environ's email
+# URLs): smtp+tls://user:password@smtp.example.com:587 (STARTTLS), smtp+ssl://...:465 (TLS
+# from the first byte), smtp://127.0.0.1:1025 (a local mail catcher, no TLS), consolemail://
+# (printed on stdout: the development default). Percent-encode reserved characters in the user
+# and password (@ is %40). Production has no default: `check --deploy` reports asgi.E012
+# until EMAIL_URL is set. Django 6.1 reads MAILERS, Django 5.2 the EMAIL_* settings.
 # https://docs.djangoproject.com/en/stable/topics/email/
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 
-_email_backend = env.str(
-    "DJANGO_EMAIL_BACKEND",
-    default="django.core.mail.backends."
-    + ("console.EmailBackend" if DEBUG else "smtp.EmailBackend"),
-)
+EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
+_email = env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
+_email_backend = _email.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+_email_tls, _email_ssl = bool(_email.get("EMAIL_USE_TLS")), bool(_email.get("EMAIL_USE_SSL"))
+_smtp = {
+    "host": _email.get("EMAIL_HOST") or "",
+    "port": _email.get("EMAIL_PORT") or (465 if _email_ssl else 587 if _email_tls else 25),
+    "username": _email.get("EMAIL_HOST_USER") or "",
+    "password": _email.get("EMAIL_HOST_PASSWORD") or "",
+    "use_tls": _email_tls,
+    "use_ssl": _email_ssl,
+    # Seconds before a silent mail server fails the request that sends, instead of holding it.
+    "timeout": 10,
+}
 if django.VERSION >= (6, 1):
-    MAILERS = {"default": {"BACKEND": _email_backend}}
+    _options = _smtp if _email_backend.endswith(".smtp.EmailBackend") else {}
+    MAILERS = {
+        "default": {
+            "BACKEND": _email_backend,
+            "OPTIONS": {name: value for name, value in _options.items() if value},
+        },
+    }
 else:
     EMAIL_BACKEND = _email_backend
+    EMAIL_HOST = _smtp["host"]
+    EMAIL_PORT = _smtp["port"]
+    EMAIL_HOST_USER = _smtp["username"]
+    EMAIL_HOST_PASSWORD = _smtp["password"]
+    EMAIL_USE_TLS = _smtp["use_tls"]
+    EMAIL_USE_SSL = _smtp["use_ssl"]
+    EMAIL_TIMEOUT = _smtp["timeout"]
+# The sender of the site's email (verification, password reset), and of error reports.
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 
 
 # Security: HTTPS everywhere outside development, behind a TLS-terminating proxy.

@@ -13,7 +13,8 @@ from django.views.generic import TemplateView
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
-    path("accounts/", include("users.urls")),
+    # Sign-up, login, email verification, password reset and change (django-allauth).
+    path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 {%- if cookiecutter.websockets %}
     path("rooms/", include("rooms.urls")),

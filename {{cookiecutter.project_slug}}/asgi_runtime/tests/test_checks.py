@@ -2,6 +2,7 @@
 
 import sys
 
+import django
 import pytest
 from django.conf import settings as django_settings
 from django.core import checks
@@ -25,8 +26,18 @@ def one_process(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
+def use_mailer(settings, backend, host=""):
+    """The default mailer as settings.py configures it: MAILERS on Django 6.1, EMAIL_* before."""
+    if django.VERSION >= (6, 1):
+        options = {"host": host} if host else {}
+        settings.MAILERS = {"default": {"BACKEND": backend, "OPTIONS": options}}
+    else:
+        settings.EMAIL_BACKEND, settings.EMAIL_HOST = backend, host
+
+
 def test_this_project_passes_every_check(settings):
     settings.DEBUG = False
+    use_mailer(settings, asgi_checks.SMTP_BACKEND, "smtp.example.com")
     assert checks.run_checks(tags=["asgi"], include_deployment_checks=True) == []
 
 
@@ -241,3 +252,42 @@ def test_production_does_not_start_without_collected_static_files(settings, tmp_
     assert "asgi.E011" not in ids(checks.run_checks())
     call_command("collectstatic", "--noinput", verbosity=0)
     assert asgi_checks.check_static_files_were_collected() == []
+
+
+def test_production_without_a_mail_server_is_an_error(settings):
+    settings.DEBUG = False
+    use_mailer(settings, asgi_checks.SMTP_BACKEND)
+
+    errors = asgi_checks.check_production_can_send_email(None)
+
+    assert ids(errors) == ["asgi.E012"]
+    assert "EMAIL_URL" in errors[0].hint
+
+
+def test_production_with_a_development_mail_backend_is_an_error_once(settings):
+    settings.DEBUG = False
+    use_mailer(settings, "django.core.mail.backends.console.EmailBackend")
+
+    found = ids(checks.run_checks(include_deployment_checks=True))
+
+    # Django 6.1 reports it itself; before, this project's check does.
+    expected, not_also = ("mail.E001", "asgi.E012")
+    if django.VERSION < (6, 1):
+        expected, not_also = not_also, expected
+    assert expected in found and not_also not in found
+
+
+def test_a_mail_server_or_development_needs_nothing_more(settings):
+    settings.DEBUG = False
+    use_mailer(settings, asgi_checks.SMTP_BACKEND, "smtp.example.com")
+    assert asgi_checks.check_production_can_send_email(None) == []
+
+    settings.DEBUG = True
+    use_mailer(settings, "django.core.mail.backends.console.EmailBackend")
+    assert asgi_checks.check_production_can_send_email(None) == []
+
+
+def test_start_up_checks_leave_the_database_alone():
+    # No database access is allowed in this test: since Django 6.1 a model with a JSONField
+    # (allauth.mfa's Authenticator) queries SQLite in its check unless told there is no database.
+    asgi_checks.run_checks_at_start_up()
