@@ -289,7 +289,8 @@ def test_a_database_out_of_connections_delays_no_page_that_does_not_use_it(
             )
             for number in range(pooled):
                 path = f"/probe/hold?name=holder-{number}&database&seconds=20"
-                holders.append(threading.Thread(target=fetch, args=(running.port, "GET", path)))
+                request = (running.port, "GET", path, None, None, 30)
+                holders.append(threading.Thread(target=fetch, args=request))
                 holders[-1].start()
             wait_for(
                 lambda: (

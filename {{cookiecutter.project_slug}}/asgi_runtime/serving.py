@@ -62,14 +62,16 @@ def serve(application):
 
 def stop_with_supervisor():
     """In a worker process (uvicorn's and granian's workers are multiprocessing children), ask
-    Linux for SIGTERM, the server's graceful stop, when the supervisor process ends."""
+    Linux to kill it when the supervisor process ends. Killed, not stopped gracefully: only an
+    abnormal end (kill -9, the OOM killer) takes a supervisor away without stopping its workers,
+    and a worker left draining would keep the port from the server started in its place."""
     supervisor = multiprocessing.parent_process()
     if supervisor is None or not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != supervisor.pid:  # it had already gone
-        os.kill(os.getpid(), signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != supervisor.pid:  # It had already gone.
+        os.kill(os.getpid(), signal.SIGKILL)
 {%- if cookiecutter.websockets %}
 
 
