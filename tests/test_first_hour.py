@@ -41,11 +41,12 @@ def cookies_of(headers):
 
 
 def sign_up(port, username, password):
-    """Django's sign-up form, as a browser fills it in: the session cookie it signs in with."""
+    """The sign-up form, as a browser fills it in: the session cookie it signs in with."""
     status, headers, _ = fetch(port, "GET", "/accounts/signup/")
     assert status == 200
     csrf = cookies_of(headers)["csrftoken"]
-    form = {"username": username, "password1": password, "password2": password}
+    form = {"email": f"{username}@example.com", "username": username}
+    form.update(password1=password, password2=password)
     status, headers, body = fetch(
         port,
         "POST",
@@ -102,9 +103,10 @@ def test_the_first_hour(cookies, server, newer_python, tmp_path):  # noqa: F811
             assert receive_json(alice) == {"message": "hello", "user": username}
             views.write_text(
                 "from django.http import HttpResponse\n"
-                + original.replace(
-                    'return render(request, "rooms/index.html")',
+                + re.sub(
+                    r'return render\(request, "rooms/index\.html".*\)',
                     'return HttpResponse("edited in the first hour")',
+                    original,
                 )
             )
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:

@@ -689,9 +689,10 @@ def test_runserver_runs_the_server_and_restarts_it_for_code_only(deployed_projec
                 alice.send(json.dumps({"message": "still here"}))
                 assert receive_json(alice)["message"] == "still here"
 
-                edited = original.replace(
-                    'return render(request, "rooms/index.html")',
+                edited = re.sub(
+                    r'return render\(request, "rooms/index\.html".*\)',
                     'return HttpResponse("edited view")',
+                    original,
                 )
                 assert edited != original
                 views.write_text(f"from django.http import HttpResponse\n{edited}")
