@@ -25,9 +25,9 @@ from http.cookies import SimpleCookie
 import pytest
 from aiosmtpd.controller import Controller
 from playwright.sync_api import expect
-from test_browser import browser  # noqa: F401 (the fixture)
 from websockets.exceptions import ConnectionClosed
 
+from browsing import fill_in_sign_up
 from harness import HTTPS, free_port, wait_for, websocket
 from matrix import OPTIONS, chat_answers, combination_id, only_when
 from projects import start_production_server
@@ -270,7 +270,7 @@ def test_only_signed_in_users_join_a_room(site, process):
 
 
 @only_when(lambda answers: answers["server"] in ("uvicorn", "granian"))
-def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path):  # noqa: F811
+def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path):
     server = site.servers[0]
     url = f"http://localhost:{server.port}"
     name = site.new_name()
@@ -289,12 +289,7 @@ def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path)
         }
         authenticator = devtools.send("WebAuthn.addVirtualAuthenticator", {"options": options})
 
-        page.goto(f"{url}/accounts/signup/")
-        page.fill("#id_email", f"{name}@example.com")
-        page.fill("#id_username", name)
-        page.fill("#id_password1", PASSWORD)
-        page.fill("#id_password2", PASSWORD)
-        page.click("main form button[type=submit]")
+        fill_in_sign_up(page, url, name, PASSWORD)
         expect(page).to_have_url(f"{url}/accounts/confirm-email/")
 
         page.goto(url + site.mailbox.link(f"{name}@example.com"))

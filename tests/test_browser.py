@@ -7,39 +7,18 @@ sharing Redis. Screenshots are kept in each test's temporary directory.
 
 import contextlib
 import secrets
-import shutil
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from browsing import fill_in_sign_up
 from harness import HTTPS, free_port
 from matrix import OPTIONS, chat_answers
 from projects import start_production_server
-from services import unavailable
 
 pytestmark = pytest.mark.slow
 
-# Headless as root, and quiet on a closed network.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = secrets.token_urlsafe(12)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    if not chromium:
-        unavailable("chromium not found: install Debian's chromium (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(
@@ -52,12 +31,7 @@ def chat_project(request, deployed_chat_project):
 
 
 def sign_up(page, site, username):
-    page.goto(f"{site}/accounts/signup/")
-    page.fill("#id_email", f"{username}@example.com")
-    page.fill("#id_username", username)
-    page.fill("#id_password1", PASSWORD)
-    page.fill("#id_password2", PASSWORD)
-    page.click("main button[type=submit]")
+    fill_in_sign_up(page, site, username, PASSWORD)
     expect(page.locator("#username")).to_have_text(username)
 
 
