@@ -230,25 +230,25 @@ def test_open_sockets_hear_their_room_again_after_a_redis_restart(
         assert all(server.process.poll() is None for server in servers)
 
 
-@pytest.fixture(params=OPTIONS["server"])
-def pooled_project(request, cookies_session, own_postgres):
-    """A PostgreSQL project (baked once per server per run) deployed on a database of its own."""
+@pytest.fixture(scope="session", params=OPTIONS["server"])
+def pooled_bake(request, cookies_session):
+    """A PostgreSQL project per server, baked once per run."""
     answers = {
         "server": request.param,
         "websockets": False,
         "channel_layer": "in-memory",
         "database": "postgresql",
     }
-    if request.param not in POOLED:
-        POOLED[request.param] = bake(cookies_session, answers, project_name="Pooled")
-    project = POOLED[request.param]
+    return bake(cookies_session, answers, project_name="Pooled")
+
+
+@pytest.fixture
+def pooled_project(pooled_bake, own_postgres):
+    """The PostgreSQL project, deployed on a database of its own."""
     with database(own_postgres.url) as database_url:
-        project.database_url = database_url
-        deploy(project)
-        yield project
-
-
-POOLED = {}
+        pooled_bake.database_url = database_url
+        deploy(pooled_bake)
+        yield pooled_bake
 
 
 def test_pooled_connections_survive_a_database_restart(pooled_project, own_postgres, tmp_path):
