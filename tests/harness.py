@@ -160,6 +160,7 @@ class Server:
     def stop(self, timeout=10):
         """SIGTERM, as a process manager sends it; return (return code, seconds) or None."""
         if self.process.poll() is not None:
+            self.kill()  # whatever it left in its session: workers whose supervisor died
             return self.process.returncode, 0.0
         began = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
