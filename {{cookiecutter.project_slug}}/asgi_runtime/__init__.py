@@ -33,6 +33,11 @@ INTERNALS = {
         "self.create_request(scope, body_file), and only then listens for the client's "
         "disconnect with receive() (handler.py)"
     ),
+    "django.dispatch.Signal.receivers": (
+        "(key, receiver or a weak reference to it, is_async) for each connected receiver: "
+        "request_started and request_finished run on the loop while they hold only Django's own "
+        "(handler.py)"
+    ),
     "django.utils.deprecation.MiddlewareMixin.async_mode": "set by its __init__ (middleware.py)",
     "django.contrib.sessions.backends.base.SessionBase.modified, .is_empty()": "middleware.py",
     "django.contrib.messages.storage.base.BaseStorage.used, .added_new": "middleware.py",

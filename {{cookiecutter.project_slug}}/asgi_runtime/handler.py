@@ -5,8 +5,11 @@ Trust model: every request is as isolated as under Django's own ASGIHandler. Its
 code (sync views and middleware, ORM calls from async views, signal receivers) runs in a thread
 that no other request ever used or will use, so thread-local state, the database connections
 Django keeps per thread, an open transaction and session state on the connection all die with
-the request. The thread is started on the request's first synchronous call: Django's own
-request_started receivers make that the first thing every request does, as under Django.
+the request. The thread is started on the request's first synchronous call, so a request that
+runs none (an async view that touches neither the ORM nor the session) takes no thread: Django's
+own receivers of request_started and request_finished, which find nothing of such a request's to
+reset or close, then run on the loop. With any other receiver connected to either signal they
+run in the request's thread, as under Django.
 
 What this handler adds to Django's:
 
@@ -45,6 +48,7 @@ import contextvars
 import errno
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -53,9 +57,13 @@ from typing import IO, Any
 import django
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
+from django.core import signals
+from django.core.cache import close_caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import reset_urlconf
 from django.core.signals import setting_changed
+from django.db import close_old_connections, reset_queries
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 from django.utils.log import log_response
@@ -74,6 +82,35 @@ ASGI_REQUEST_QUEUE_TIMEOUT = 10.0
 REQUEST_BODIES_MAX_BYTES = 256 * 1024 * 1024
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+# The receivers Django itself connects to the signals sent around every request.
+DJANGOS_OWN_RECEIVERS = {
+    signals.request_started: {reset_queries, close_old_connections},
+    signals.request_finished: {close_old_connections, reset_urlconf, close_caches},
+}
+
+
+def only_djangos_receivers() -> bool:
+    """Whether request_started and request_finished reach only Django's own receivers."""
+    for signal, own in DJANGOS_OWN_RECEIVERS.items():
+        for _key, receiver, _is_async in signal.receivers:
+            if isinstance(receiver, weakref.ReferenceType):
+                receiver = receiver()
+            if receiver is not None and receiver not in own:
+                return False
+    return True
+
+
+def run_here(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    """Call fn in this thread, as an executor would in its own."""
+    future: Future[Any] = Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as error:
+        future.set_exception(error)
+    return future
 
 
 class ThreadBudget:
@@ -154,6 +191,8 @@ class RequestThread(Executor):
         # Django's own bookkeeping runs outside the budget: request_started before the request
         # is created, response.close() (request_finished) once the response is sent.
         self.bookkeeping = True
+        # Until the thread starts, bookkeeping that calls only Django's own receivers runs here.
+        self.bookkeeping_here = only_djangos_receivers()
         self.deadline: asyncio.TimerHandle | None = None
         self.refused = False  # The queue gave up on this request: its calls bypass the budget.
         # Has held a slot: waits ahead of newer requests from then on, with no deadline.
@@ -161,6 +200,8 @@ class RequestThread(Executor):
         self.closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self.bookkeeping and self.bookkeeping_here and self.executor is None:
+            return run_here(fn, *args, **kwargs)
         outer: Future[Any] = Future()
         with self.lock:
             self.backlog.append((outer, lambda: fn(*args, **kwargs)))

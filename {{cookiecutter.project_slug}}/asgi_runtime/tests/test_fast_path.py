@@ -300,6 +300,29 @@ async def test_each_request_runs_in_a_thread_of_its_own(stacks, events):
     assert len(set(threads["fast"])) == 5 and started["fast"] == 5
 
 
+async def test_a_request_that_runs_no_synchronous_code_takes_no_thread(stacks):
+    app = stacks["fast"]
+    await Client(app).get("/fast/async/")
+    with count_hops() as counts:
+        assert (await Client(app).get("/fast/async/")).status == 200
+    assert counts["threads"] == 0
+    # A receiver of the project's own may do anything: it runs in the request's thread.
+    receivers_ran_in = []
+
+    def receiver(**kwargs):
+        receivers_ran_in.append(threading.current_thread())
+
+    for signal in (request_started, request_finished):
+        signal.connect(receiver)
+        try:
+            with count_hops() as counts:
+                assert (await Client(app).get("/fast/async/")).status == 200
+        finally:
+            signal.disconnect(receiver)
+        assert counts["threads"] == 1
+        assert receivers_ran_in.pop().name.startswith("asgi-request")
+
+
 def request_threads():
     return {thread for thread in threading.enumerate() if thread.name.startswith("asgi-request")}
 
@@ -635,7 +658,9 @@ async def test_the_fast_stack_makes_far_fewer_hops(stacks, alice):
     stock = await hops_per_request(stacks["stock"])
     fast = await hops_per_request(stacks["fast"])
     # Django's stack makes 15 for an async view: 13 around its middleware, then request_started
-    # and response.close(). Only these two are left, and the hops of the work done in threads.
+    # and response.close(). Only these two are left (on the loop while the request has no
+    # thread: see test_a_request_that_runs_no_synchronous_code_takes_no_thread), and the hops of
+    # the work done in threads.
     assert fast == {
         "async view": 2,
         "sync view": 3,  # The view.
