@@ -85,6 +85,8 @@ def admin_session(port):
 
 def test_the_server_starts_without_a_word_from_the_system_checks(production_server):
     assert not re.search(r"\b[a-z_]+\.[EW]\d{3}\b|System check", production_server.log)
+    # Nor about HTTP/2, which daphne would speak over TLS only (the proxy's job here).
+    assert "HTTP/2" not in production_server.log
 
 
 def test_healthz_answers_any_host_over_plain_http(production_server):
@@ -279,11 +281,25 @@ def test_a_signed_in_users_messages_carry_their_username(production_server):
     ["http://evil.example", "http://localhost:{port}", "http://127.0.0.1:1", None],
     ids=["foreign", "other-allowed-host", "other-port", "none"],
 )
-def test_handshakes_from_other_origins_are_refused_and_logged(production_server, origin):
+def test_handshakes_from_other_origins_are_refused_and_logged(
+    production_server, deployed_project, origin
+):
     origin = origin and origin.format(port=production_server.port)
     assert refused_status(production_server, "/ws/rooms/lobby/", origin=origin) == 403
     line = f"WebSocket Forbidden (origin {origin or '(none)'}): /ws/rooms/lobby/"
     wait_for(lambda: line in production_server.log, 5, "one warning line")
+    # The server's access line, as the README's table gives it (granian: 101).
+    access_line = REFUSED_HANDSHAKE_ACCESS_LINE[deployed_project.answers["server"]]
+    wait_for(lambda: access_line in production_server.log, 5, "the access log's line")
+
+
+# How each server's access log records a handshake the application refused with 403.
+REFUSED_HANDSHAKE_ACCESS_LINE = {
+    "uvicorn": '"WebSocket /ws/rooms/lobby/" 403',
+    "daphne": '"WSREJECT /ws/rooms/lobby/"',
+    "hypercorn": '"GET /ws/rooms/lobby/ 1.1" 403',
+    "granian": '"- /ws/rooms/lobby/ HTTP/1.1" 101',
+}
 
 
 @with_websockets

@@ -27,3 +27,13 @@ class ConnectionTimedOut(logging.Filter):
             record.exc_info = record.exc_text = None
         return True
 {%- endif %}
+{%- if cookiecutter.server == "daphne" %}
+
+
+class Http2Notice(logging.Filter):
+    """daphne says at every start whether it could speak HTTP/2, which it only does over TLS,
+    left here to the proxy in front: the line is dropped."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("HTTP/2 support")
+{%- endif %}

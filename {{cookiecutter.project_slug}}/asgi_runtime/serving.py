@@ -7,6 +7,9 @@ What every server needs around the project's ASGI application (asgi.py calls the
   believes X-Forwarded-For and X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (the server
   has no such allow-list; uvicorn's middleware has),
 {%- endif %}
+{%- if cookiecutter.server == "daphne" %}
+  flushes daphne's access log line by line,
+{%- endif %}
   and runs Django's system checks first, as `runserver` does: a misconfiguration stops
   start-up with one line instead of failing requests (checks.py). A worker process started by
   the server's supervisor stops when the supervisor dies, even by kill -9, so that a restarted
@@ -52,6 +55,13 @@ def serve(application):
     served = ProxyHeadersMiddleware(
         served, trusted_hosts=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
     )
+{%- endif %}
+
+{%- if cookiecutter.server == "daphne" %}
+
+    # daphne writes its access log to stdout and never flushes it: line by line instead, so that
+    # each line arrives when its request ends, not kilobytes later.
+    sys.stdout.reconfigure(line_buffering=True)
 {%- endif %}
 
     # The checks import urls.py too, so a broken view stops start-up instead of failing a request.

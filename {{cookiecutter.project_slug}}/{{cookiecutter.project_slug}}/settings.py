@@ -431,6 +431,10 @@ LOGGING = {
         # A client dropped for not reading (asgi_runtime/limits.py): one line, not a traceback.
         "connection_timed_out": {"()": "asgi_runtime.logs.ConnectionTimedOut"},
 {%- endif %}
+{%- if cookiecutter.server == "daphne" %}
+        # daphne's HTTP/2 notice at every start (it speaks HTTP/2 over TLS only).
+        "http2_notice": {"()": "asgi_runtime.logs.Http2Notice"},
+{%- endif %}
     },
     "handlers": {
         "stdout": {
@@ -450,6 +454,9 @@ LOGGING = {
             "filters": ["client_mistake"],
             "propagate": False,
         },
+{%- if cookiecutter.server == "daphne" %}
+        "daphne.server": {"filters": ["http2_notice"]},
+{%- endif %}
 {%- if cookiecutter.server == "hypercorn" %}
         # hypercorn's loggers have handlers of their own.
         "hypercorn": {"propagate": False},
