@@ -287,6 +287,24 @@ def test_a_queued_request_whose_client_left_never_runs(deployed_project, tmp_pat
     assert server.log_problems() == []
 
 
+def test_clients_that_leave_before_their_answer_leave_no_error_behind(deployed_project, tmp_path):
+    """Ten times, 64 clients send a request and close their connection before the answer,
+    while two threads serve: most requests are queued when their client leaves, some running.
+    Nothing is logged (a request whose queued call was cancelled under it ended as a cancelled
+    task, which the server logged as "Exception in ASGI application" with a traceback), and
+    the server answers as before."""
+    with server_with_two_threads(deployed_project, tmp_path, queue_timeout=30) as (server, _):
+        for _ in range(10):
+            clients = [send_request(server.port, "/probe/sync") for _ in range(64)]
+            time.sleep(0.05)
+            for client in clients:
+                client.close()
+        time.sleep(1)
+        after = [fetch(server.port, "GET", "/probe/sync")[0] for _ in range(3)]
+    assert after == [200] * 3
+    assert server.log_problems() == []
+
+
 def test_sync_views_that_call_their_own_server_do_not_deadlock(deployed_project, tmp_path):
     """40 at once, each waiting on a request to the same process: every one is answered (a pool
     of 32 reused threads deadlocked here, and Django's own handler answers all)."""

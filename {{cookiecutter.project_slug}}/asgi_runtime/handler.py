@@ -188,6 +188,7 @@ class RequestThread(Executor):
         self.holds_slot = False
         self.waiting = False
         self.backlog: deque[Call] = deque()
+        self.dropped: list[Call] = []  # Calls waiting when the client left: never run.
         # Django's own bookkeeping runs outside the budget: request_started before the request
         # is created, response.close() (request_finished) once the response is sent.
         self.bookkeeping = True
@@ -256,18 +257,19 @@ class RequestThread(Executor):
         self.dispatch(ready)
 
     def abandon(self) -> None:
-        """The client left: the calls that wait never run (Django cancels the request's task
-        too, but may send request_finished before that reaches them). What it runs next is
-        clean-up, outside the budget; a place in the queue is given up at once."""
+        """The client left: the calls that wait never run. What it runs next is clean-up,
+        outside the budget; a place in the queue is given up at once. The calls are dropped,
+        not cancelled: Django cancels the request's task, and with it the calls it waits for,
+        once it has seen the disconnect (a task that ended cancelled before that would reach
+        the server as an error); shutdown() cancels whatever is left."""
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
         with self.lock:
             self.bookkeeping = True
             waiting, self.waiting = self.waiting, False
-            backlog, self.backlog = self.backlog, deque()
-        for outer, _ in backlog:
-            outer.cancel()
+            self.dropped.extend(self.backlog)
+            self.backlog.clear()
         if waiting:
             self.budget.withdraw(self.granted_from_any_thread)  # Or granted() gives it back.
 
@@ -323,6 +325,8 @@ class RequestThread(Executor):
             self.deadline = None
         if self.waiting:
             self.budget.withdraw(self.granted_from_any_thread)
+        for outer, _ in self.dropped:
+            outer.cancel()
         if self.executor is not None:
             # The thread ends once its last call has returned; nothing waits for it.
             self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
