@@ -1,10 +1,11 @@
 """
 Accounts on real production servers, every server: sign-up with the emailed verification link,
 a forgotten password reset by email, failed logins refused across two server processes that
-share Redis, and the rooms closed to visitors who are not signed in; then, on uvicorn and
-granian, a real browser signs up, verifies its address from the email and signs in with a
-passkey (Chromium's virtual authenticator). Email goes to a real SMTP server on loopback
-(aiosmtpd), started here; the tests read what it received.
+share Redis, staff signing in to the admin through the site's login (and its limits), and the
+rooms closed to visitors who are not signed in; then, on uvicorn and granian, a real browser
+signs up, verifies its address from the email and signs in with a passkey (Chromium's virtual
+authenticator), and with an authenticator app's code and a recovery code. Email goes to a real
+SMTP server on loopback (aiosmtpd), started here; the tests read what it received.
 
 One project per server (the Redis chat project the browser tests also use), two production
 processes, booted once for every test of this module.

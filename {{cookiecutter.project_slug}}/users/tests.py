@@ -1,6 +1,6 @@
-"""The custom user model, its admin, and the accounts every visitor uses (django-allauth):
-sign-up with email verification, login by username or email, password reset and change, the
-rate limits on each, and two-factor authentication."""
+"""The custom user model, its admin (entered through the site's login), and the accounts every
+visitor uses (django-allauth): sign-up with email verification, login by username or email,
+password reset and change, the rate limits on each, and two-factor authentication."""
 
 import base64
 import hmac
