@@ -34,7 +34,8 @@ INTERNALS = {
         "disconnect with receive() (handler.py)"
     ),
     "django.dispatch.Signal.receivers": (
-        "(key, receiver or a weak reference to it, is_async) for each connected receiver: "
+        "(key, receiver or a weak reference to it, is_async) for each connected receiver, "
+        "with the sender's reference before is_async on Django 6.1: "
         "request_started and request_finished run on the loop while they hold only Django's own "
         "(handler.py)"
     ),

@@ -94,7 +94,9 @@ DJANGOS_OWN_RECEIVERS = {
 def only_djangos_receivers() -> bool:
     """Whether request_started and request_finished reach only Django's own receivers."""
     for signal, own in DJANGOS_OWN_RECEIVERS.items():
-        for _key, receiver, _is_async in signal.receivers:
+        # (key, receiver, is_async) on Django 5.2, (key, receiver, sender, is_async) on 6.1.
+        for entry in signal.receivers:
+            receiver = entry[1]
             if isinstance(receiver, weakref.ReferenceType):
                 receiver = receiver()
             if receiver is not None and receiver not in own:
