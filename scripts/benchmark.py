@@ -15,7 +15,9 @@ Parts (--only), per server (--servers uvicorn,daphne,hypercorn,granian):
 
   json      A trivial *async* view: JsonResponse({"hello": "world"}).
   admin     GET /admin/login/ without a cookie: session, auth and CSRF middleware run, the
-            admin's template renders, a CSRF cookie is set.
+            admin's template renders, a CSRF cookie is set. Django's own admin login form
+            on both sides: the template runs with DJANGO_ADMIN_FORCE_ALLAUTH=false (on, its
+            default, /admin/login/ only redirects to the site's login page).
   session   A *sync* view that reads request.user and request.session, with the session
             cookie of a user logged in once per project (through a test-only login view):
             two SQLite queries per request.
@@ -294,6 +296,9 @@ def base_env(**variables):
         "WEB_CONCURRENCY": "1",
         # The room's clients are anonymous.
         "ROOMS_REQUIRE_LOGIN": "false",
+        # /admin/login/ is Django's form, as in the bare project, not a redirect to the site's
+        # login: the admin and workers parts measure the same work on both sides.
+        "DJANGO_ADMIN_FORCE_ALLAUTH": "false",
     }
     return environment(bin_dir=VENV_BIN, **{**values, **variables})
 
@@ -1878,6 +1883,12 @@ def main():
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     notes = []
+    if {"admin", "workers"} & set(args.only):
+        notes.append(
+            "DJANGO_ADMIN_FORCE_ALLAUTH=false in the template: GET /admin/login/ renders Django's "
+            "admin login form on both sides (by default the template redirects it to the site's "
+            "login page)"
+        )
     # Broadcast: both projects' clients at once; slow clients: one project's at a time (the
     # servers' sockets are theirs, and they inherit the limit); and some to spare.
     slow_most = max(SLOW_CLIENTS) if "slow" in args.only else 0

@@ -1,23 +1,28 @@
 """
 Accounts on real production servers, every server: sign-up with the emailed verification link,
 a forgotten password reset by email, failed logins refused across two server processes that
-share Redis, and the rooms closed to visitors who are not signed in; then, on uvicorn and
-granian, a real browser signs up, verifies its address from the email and signs in with a
-passkey (Chromium's virtual authenticator). Email goes to a real SMTP server on loopback
-(aiosmtpd), started here; the tests read what it received.
+share Redis, staff signing in to the admin through the site's login (and its limits), and the
+rooms closed to visitors who are not signed in; then, on uvicorn and granian, a real browser
+signs up, verifies its address from the email and signs in with a passkey (Chromium's virtual
+authenticator), and with an authenticator app's code and a recovery code. Email goes to a real
+SMTP server on loopback (aiosmtpd), started here; the tests read what it received.
 
 One project per server (the Redis chat project the browser tests also use), two production
 processes, booted once for every test of this module.
 """
 
+import base64
 import contextlib
 import email
 import email.policy
+import hmac
 import http.client
 import json
 import re
 import secrets
+import struct
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -30,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from browsing import fill_in_sign_up
 from harness import HTTPS, free_port, wait_for, websocket
 from matrix import OPTIONS, chat_answers, combination_id, only_when
-from projects import start_production_server
+from projects import Project, start_production_server
 from services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -38,7 +43,11 @@ pytestmark = pytest.mark.slow
 PASSWORD = secrets.token_urlsafe(12)
 NEW_PASSWORD = secrets.token_urlsafe(12)
 # What the server log may say about these tests: the refusals they cause on purpose.
-EXPECTED_WARNINGS = re.compile(r"Too Many Requests: /accounts/login/")
+EXPECTED_WARNINGS = re.compile(
+    r"Too Many Requests: /accounts/login/|Forbidden \(Permission denied\): /admin/login/"
+)
+# Where /admin/login/ sends a visitor (with production's DJANGO_ADMIN_FORCE_ALLAUTH).
+ADMIN_LOGIN = "/accounts/login/?next=%2Fadmin%2F"
 
 
 class Mailbox:
@@ -71,7 +80,7 @@ class Mailbox:
 
 @dataclass
 class Site:
-    answers: dict
+    project: Project
     servers: list
     mailbox: Mailbox
     names: list = field(default_factory=list)
@@ -122,7 +131,7 @@ def site(request, deployed_chat_project, tmp_path_factory):
             )
             for port in ports
         ]
-        yield Site(request.param, servers, mailbox)
+        yield Site(project, servers, mailbox)
 
 
 class Visitor:
@@ -169,8 +178,8 @@ class Visitor:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
         return self.request("POST", path, {**(form or {}), "csrfmiddlewaretoken": token})
 
-    def log_in(self, login, password=PASSWORD):
-        return self.submit("/accounts/login/", {"login": login, "password": password})
+    def log_in(self, login, password=PASSWORD, page="/accounts/login/"):
+        return self.submit(page, {"login": login, "password": password})
 
     def signed_in_as(self):
         page = self.get("/")[2]
@@ -251,6 +260,36 @@ def test_failed_logins_are_refused_past_the_limit_by_both_processes(site):
     assert site.problems() == []
 
 
+def test_staff_reach_the_admin_through_the_site_login_and_its_limits(site):
+    visitor = Visitor(site.servers[0], "203.0.113.50")
+    # The admin's login page hands over to the site's, which brings the visitor back.
+    assert visitor.get("/admin/")[:2] == (302, "/admin/login/?next=/admin/")
+    assert visitor.get("/admin/login/?next=/admin/")[:2] == (302, ADMIN_LOGIN)
+
+    # Signed in, not staff: 403.
+    name = signed_up(site, visitor)
+    assert visitor.log_in(name, page=ADMIN_LOGIN)[:2] == (302, "/admin/")
+    assert visitor.get("/admin/")[:2] == (302, "/admin/login/?next=/admin/")
+    assert visitor.get("/admin/login/?next=/admin/")[0] == 403
+    # Staff: the admin.
+    make_staff = f"from users.models import User; User.objects.filter(username={name!r})"
+    completed = site.project.manage("shell", "-c", make_staff + ".update(is_staff=True)")
+    assert completed.returncode == 0, completed.stdout
+    status, _, page = visitor.get("/admin/")
+    assert status == 200 and "Site administration" in page
+
+    # Guessing the staff account's password on the admin's way in: the site's limits, across
+    # both processes.
+    first, second = (Visitor(server, "203.0.113.51") for server in site.servers)
+    for attempt in range(5):
+        assert (first, second)[attempt % 2].log_in(name, "wrong", page=ADMIN_LOGIN)[0] == 200
+    for guesser in (first, second):
+        status, _, page = guesser.log_in(name, page=ADMIN_LOGIN)
+        assert status == 429 and "Too many attempts" in page
+        assert guesser.get("/admin/")[:2] == (302, "/admin/login/?next=/admin/")
+    assert site.problems() == []
+
+
 @pytest.mark.parametrize("process", [0, 1])
 def test_only_signed_in_users_join_a_room(site, process):
     server = site.servers[process]
@@ -269,15 +308,59 @@ def test_only_signed_in_users_join_a_room(site, process):
     assert site.problems() == []
 
 
-@only_when(lambda answers: answers["server"] in ("uvicorn", "granian"))
-def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path):
-    server = site.servers[0]
-    url = f"http://localhost:{server.port}"
-    name = site.new_name()
+def totp(secret):
+    """An authenticator app's code for `secret` (RFC 6238 with allauth's defaults: SHA-1, 30 s,
+    6 digits), from a period with 3 s or more left, for the server to see the same one."""
+    if time.time() % 30 > 27:
+        time.sleep(30 - time.time() % 30)
+    counter = struct.pack(">Q", int(time.time() // 30))
+    digest = hmac.new(base64.b32decode(secret), counter, "sha1").digest()
+    offset = digest[-1] & 0x0F
+    return f"{(struct.unpack('>I', digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 10**6:06d}"
+
+
+@contextlib.contextmanager
+def signed_up_in_a_browser(site, browser, name):
+    """A browser of its own that signed up as `name`, followed the link of the verification
+    email and signed in: its page and the site's URL. The pages must log no error on the
+    console."""
+    url = f"http://localhost:{site.servers[0].port}"
     context = browser.new_context(extra_http_headers=HTTPS)
+    errors = []
     try:
         page = context.new_page()
-        devtools = context.new_cdp_session(page)
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        fill_in_sign_up(page, url, name, PASSWORD)
+        expect(page).to_have_url(f"{url}/accounts/confirm-email/")
+        page.goto(url + site.mailbox.link(f"{name}@example.com"))
+        page.click("main form button[type=submit]")
+        log_in_in_a_browser(page, url, name)
+        expect(page.locator("#username")).to_have_text(name)
+        yield page, url
+    finally:
+        context.close()
+    assert errors == []
+
+
+def log_in_in_a_browser(page, url, name):
+    page.goto(f"{url}/accounts/login/")
+    page.fill("#id_login", name)
+    page.fill("#id_password", PASSWORD)
+    page.click("main form button[type=submit]")
+
+
+def log_out_in_a_browser(page):
+    page.click("nav button[type=submit]")
+    expect(page.locator("nav")).to_contain_text("Log in")
+
+
+@only_when(lambda answers: answers["server"] in ("uvicorn", "granian"))
+def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path):
+    name = site.new_name()
+    with signed_up_in_a_browser(site, browser, name) as (page, url):
+        devtools = page.context.new_cdp_session(page)
         devtools.send("WebAuthn.enable")
         options = {
             "protocol": "ctap2",
@@ -288,17 +371,6 @@ def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path)
             "automaticPresenceSimulation": True,
         }
         authenticator = devtools.send("WebAuthn.addVirtualAuthenticator", {"options": options})
-
-        fill_in_sign_up(page, url, name, PASSWORD)
-        expect(page).to_have_url(f"{url}/accounts/confirm-email/")
-
-        page.goto(url + site.mailbox.link(f"{name}@example.com"))
-        page.click("main form button[type=submit]")
-        page.goto(f"{url}/accounts/login/")
-        page.fill("#id_login", name)
-        page.fill("#id_password", PASSWORD)
-        page.click("main form button[type=submit]")
-        expect(page.locator("#username")).to_have_text(name)
 
         # A passkey, from the account page; the password is asked for again first.
         page.goto(f"{url}/accounts/2fa/webauthn/add/")
@@ -311,12 +383,45 @@ def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path)
         credentials = devtools.send("WebAuthn.getCredentials", authenticator)["credentials"]
         assert len(credentials) == 1 and credentials[0]["isResidentCredential"]
 
-        page.click("nav button[type=submit]")  # Log out.
-        expect(page.locator("nav")).to_contain_text("Log in")
+        log_out_in_a_browser(page)
         page.goto(f"{url}/accounts/login/")
         page.click("#passkey_login")
         expect(page.locator("#username")).to_have_text(name)
         page.screenshot(path=tmp_path / "signed-in-with-a-passkey.png")
-    finally:
-        context.close()
+    assert site.problems() == []
+
+
+@only_when(lambda answers: answers["server"] in ("uvicorn", "granian"))
+def test_a_browser_enrols_an_authenticator_app_then_signs_in_with_its_codes(site, browser):
+    name = site.new_name()
+    with signed_up_in_a_browser(site, browser, name) as (page, url):
+        # From the account page: the password again, then the app's secret and one of its codes.
+        page.goto(f"{url}/accounts/2fa/")
+        page.click("main a[href='/accounts/2fa/totp/activate/']")
+        page.fill("#id_password", PASSWORD)
+        page.click("main form button[type=submit]")
+        expect(page).to_have_url(f"{url}/accounts/2fa/totp/activate/")
+        secret = page.input_value("#authenticator_secret")
+        page.fill("#id_code", totp(secret))
+        page.click("main form button[type=submit]")
+        expect(page).to_have_url(f"{url}/accounts/2fa/recovery-codes/")
+        recovery_codes = page.input_value("#recovery_codes").split()
+        assert len(recovery_codes) == 10
+        log_out_in_a_browser(page)
+
+        # The password alone no longer signs in: a code from the app does.
+        log_in_in_a_browser(page, url, name)
+        expect(page).to_have_url(f"{url}/accounts/2fa/authenticate/")
+        expect(page.locator("#username")).to_have_count(0)
+        page.fill("#id_code", totp(secret))
+        page.click("main form button[type=submit]")
+        expect(page.locator("#username")).to_have_text(name)
+        log_out_in_a_browser(page)
+
+        # Without the app: a recovery code.
+        log_in_in_a_browser(page, url, name)
+        expect(page).to_have_url(f"{url}/accounts/2fa/authenticate/")
+        page.fill("#id_code", recovery_codes[0])
+        page.click("main form button[type=submit]")
+        expect(page.locator("#username")).to_have_text(name)
     assert site.problems() == []

@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import h2.config
 import h2.connection
@@ -58,19 +58,27 @@ def cookies(headers):
 
 
 def admin_session(port):
-    """Log in through the admin's form, as a browser does: returns the session cookie."""
-    status, headers, body = fetch(port, "GET", "/admin/login/", headers=HTTPS)
+    """Sign in to the admin as a browser does, through the site's login page where the admin's
+    sends it: returns the session cookie."""
+    status, headers, _ = fetch(port, "GET", "/admin/login/?next=/admin/", headers=HTTPS)
+    assert status == 302
+    login = headers["Location"]
+    assert login == "/accounts/login/?next=%2Fadmin%2F"
+    status, headers, body = fetch(port, "GET", login, headers=HTTPS)
     assert status == 200
     csrf_cookie = re.search(r"csrftoken=([^;]+)", cookies(headers)).group(1)
     token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-    form = (
-        f"csrfmiddlewaretoken={token}"
-        f"&username={ADMIN_USER['username']}&password={ADMIN_USER['password']}"
+    form = urlencode(
+        {
+            "csrfmiddlewaretoken": token,
+            "login": ADMIN_USER["username"],
+            "password": ADMIN_USER["password"],
+        }
     )
     status, headers, _ = fetch(
         port,
         "POST",
-        "/admin/login/?next=/admin/",
+        login,
         headers={
             **HTTPS,
             "Origin": f"https://127.0.0.1:{port}",
@@ -79,7 +87,7 @@ def admin_session(port):
         },
         body=form,
     )
-    assert status == 302, "login refused"
+    assert (status, headers["Location"]) == (302, "/admin/"), "login refused"
     return re.search(r"sessionid=([^;]+)", cookies(headers)).group(1)
 
 

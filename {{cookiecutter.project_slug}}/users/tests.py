@@ -1,6 +1,6 @@
-"""The custom user model, its admin, and the accounts every visitor uses (django-allauth):
-sign-up with email verification, login by username or email, password reset and change, the
-rate limits on each, and two-factor authentication."""
+"""The custom user model, its admin (entered through the site's login), and the accounts every
+visitor uses (django-allauth): sign-up with email verification, login by username or email,
+password reset and change, the rate limits on each, and two-factor authentication."""
 
 import base64
 import hmac
@@ -11,6 +11,7 @@ import time
 import pytest
 from allauth.account.models import EmailAddress
 from allauth.core.internal import ratelimit
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
@@ -41,7 +42,11 @@ def sign_up(client, username="bob", email="bob@example.com"):
 
 
 def log_in(client, login, password=PASSWORD):
-    return client.post("/accounts/login/", {"login": login, "password": password})
+    return log_in_at(client, "/accounts/login/", login, password)
+
+
+def log_in_at(client, url, login, password=PASSWORD):
+    return client.post(url, {"login": login, "password": password})
 
 
 def signed_in_as(client):
@@ -74,6 +79,54 @@ def test_createsuperuser_makes_an_admin(monkeypatch):
 
     root = User.objects.get(username="root")
     assert root.is_superuser and root.is_staff and root.check_password(PASSWORD)
+
+
+# DJANGO_ADMIN_FORCE_ALLAUTH (settings.py) is read once, when urls.py is imported.
+admin_through_the_site_login = pytest.mark.skipif(
+    not django_settings.DJANGO_ADMIN_FORCE_ALLAUTH, reason="DJANGO_ADMIN_FORCE_ALLAUTH is off"
+)
+ADMIN_LOGIN = "/accounts/login/?next=%2Fadmin%2F"
+
+
+@admin_through_the_site_login
+def test_the_admin_login_page_leads_to_the_site_login(client):
+    assert client.get("/admin/").url == "/admin/login/?next=/admin/"
+    assert client.get("/admin/login/?next=/admin/").url == ADMIN_LOGIN
+    assert client.get("/admin/login/").url == "/accounts/login/?next=%2Fadmin%2Flogin%2F"
+
+
+@admin_through_the_site_login
+def test_an_admin_verifies_their_address_then_lands_in_the_admin(client, settings, mailoutbox):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+
+    # The first sign-in emails a link to the address createsuperuser was given.
+    assert log_in_at(client, ADMIN_LOGIN, "root").url == "/accounts/confirm-email/"
+    [message] = mailoutbox
+    assert message.to == ["root@example.com"]
+    assert client.post(link_in(message)).status_code == 302
+
+    assert log_in_at(client, ADMIN_LOGIN, "root").url == "/admin/"
+    assert b"Site administration" in client.get("/admin/").content
+
+
+@admin_through_the_site_login
+def test_a_signed_in_user_who_is_not_staff_gets_403_from_the_admin(client):
+    client.force_login(User.objects.create_user("mallory", "mallory@example.com", PASSWORD))
+
+    assert client.get("/admin/", follow=True).status_code == 403
+
+
+@admin_through_the_site_login
+def test_failed_admin_logins_count_as_the_sites(client, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+
+    for _ in range(5):
+        assert log_in_at(client, ADMIN_LOGIN, "root", "wrong").status_code == 200
+
+    assert log_in_at(client, ADMIN_LOGIN, "root").status_code == 429
+    assert client.get("/admin/").url == "/admin/login/?next=/admin/"
 
 
 def test_sign_up_verify_the_address_then_log_in(client, settings, mailoutbox):

@@ -154,7 +154,7 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 AUTHENTICATION_BACKENDS = [
-    # The admin's login, by username.
+    # Django's: by username, for Django's own admin login form (DJANGO_ADMIN_FORCE_ALLAUTH off).
     "django.contrib.auth.backends.ModelBackend",
     # The site's login, by username or email address.
     "allauth.account.auth_backends.AuthenticationBackend",
@@ -180,6 +180,13 @@ ACCOUNT_EMAIL_VERIFICATION = env.str(
     "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
 )
 ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
+# The admin's login page (/admin/login/) sends staff to the site's login (urls.py), which counts
+# failed attempts, verifies email addresses and asks for the second factor: Django's own form
+# does none of this. On in development too, so that staff sign in there as in production
+# (development's optional verification lets an admin made by createsuperuser straight in).
+# False brings back Django's form, unlimited.
+# https://docs.allauth.org/en/latest/common/admin.html
+DJANGO_ADMIN_FORCE_ALLAUTH = env.bool("DJANGO_ADMIN_FORCE_ALLAUTH", default=True)
 # Two-factor authentication, set up from the account page (/accounts/2fa/): an authenticator
 # app's codes (TOTP) with recovery codes, and passkeys (WebAuthn), which also sign in on their
 # own from the login page. WebAuthn needs HTTPS, or http://localhost in development.

@@ -18,6 +18,7 @@ import tempfile
 import threading
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.handlers.asgi import ASGIHandler
@@ -59,7 +60,10 @@ def fast_path_settings(settings):
 
 @pytest.fixture
 def alice():
-    return get_user_model().objects.create_superuser("alice", "alice@example.com", PASSWORD)
+    user = get_user_model().objects.create_superuser("alice", "alice@example.com", PASSWORD)
+    # Verified: production's settings want it before the first login.
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    return user
 
 
 def test_settings_name_djangos_middleware_and_the_handler_loads_the_fast_ones():
@@ -104,11 +108,12 @@ async def form_token(client, path):
 
 
 async def log_in(client, password=PASSWORD):
-    # Django's own login view (the admin's): sessions and CSRF as Django handles them, whatever
-    # rules the site's accounts add (email verification).
-    token = await form_token(client, "/admin/login/")
-    data = {"username": "alice", "password": password, "csrfmiddlewaretoken": token}
-    return await client.post("/admin/login/", data)
+    # The site's login, the way into the admin too (urls.py): allauth's view, its rate limits
+    # in the cache, its messages, then Django's login(), which rotates the session and the CSRF
+    # token.
+    token = await form_token(client, "/accounts/login/")
+    data = {"login": "alice", "password": password, "csrfmiddlewaretoken": token}
+    return await client.post("/accounts/login/?next=/admin/", data)
 
 
 async def test_security_headers(stacks):
@@ -217,7 +222,8 @@ async def test_login_and_logout(stacks, alice):
         assert response.status == 200 and response.cookie("sessionid") is None
         csrf_cookie = client.cookies["csrftoken"]
         response = await log_in(client)
-        assert response.status == 302 and response.cookie("sessionid")
+        assert response.status == 302 and response.header("location") == "/admin/"
+        assert response.cookie("sessionid")
         assert response.cookie("csrftoken") not in (None, csrf_cookie)  # Rotated.
         assert (await client.get("/fast/whoami/")).json() == {"user": "alice"}
         assert (await client.get("/fast/async-whoami/")).json() == {"user": "alice"}
