@@ -1,5 +1,6 @@
 """
-Django's default middleware, with the hooks that do no I/O run on the event loop.
+Django's default middleware and its Content Security Policy middleware, with the hooks that do
+no I/O run on the event loop.
 
 Under ASGI, Django calls each `process_request` and `process_response` of its middleware
 through `sync_to_async(thread_sensitive=True)`, and wraps CSRF's `process_view` in one more:
@@ -17,8 +18,9 @@ otherwise in the request's thread, exactly as Django would:
   may be parsed from a body that is multipart, larger than LOOP_PARSE_MAX_BYTES (64 KiB: parsing
   is CPU work that would hold up every other request of the process) or of unknown size; the
   failure view and its logging.
-- SecurityMiddleware, CommonMiddleware, AuthenticationMiddleware (it installs a lazy
-  `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
+- SecurityMiddleware, ContentSecurityPolicyMiddleware (Django 6's, or csp.py's on Django 5.2:
+  a lazy nonce, and a header built from settings), CommonMiddleware, AuthenticationMiddleware
+  (it installs a lazy `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
 
 Trust model: only the classes of this module, and subclasses that say so, run hooks on the
 loop. A subclass (the project's own) behaves exactly as the same subclass of Django's class
@@ -50,6 +52,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import django
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
@@ -62,6 +65,11 @@ from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
+
+if django.VERSION >= (6, 0):
+    from django.middleware import csp
+else:
+    from . import csp  # Django 6.0's, for Django 5.2.
 
 SESSION_ENGINES = frozenset(
     f"django.contrib.sessions.backends.{name}"
@@ -105,10 +113,12 @@ class LoopDispatch(MiddlewareMixin):
     def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
         return False
 
-    def __call__(self, request: HttpRequest) -> Any:
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        # Where Django's __call__ goes in async mode, and what wrappers of middleware that
+        # call it directly (Sentry's, with SENTRY_DSN) go to.
         if self.hooks_on_loop:
-            return self.acall_on_loop(request)
-        return super().__call__(request)
+            return await self.acall_on_loop(request)
+        return cast(HttpResponseBase, await super().__acall__(request))
 
     async def acall_on_loop(self, request: HttpRequest) -> HttpResponseBase:
         response = None
@@ -122,6 +132,10 @@ class LoopDispatch(MiddlewareMixin):
 
 
 class SecurityMiddleware(LoopDispatch, security.SecurityMiddleware):
+    run_hooks_on_loop = True
+
+
+class ContentSecurityPolicyMiddleware(LoopDispatch, csp.ContentSecurityPolicyMiddleware):
     run_hooks_on_loop = True
 
 
@@ -249,6 +263,7 @@ LOOP_DISPATCH = {
     f"{django_class.__module__}.{django_class.__qualname__}": f"{__name__}.{cls.__qualname__}"
     for cls in (
         SecurityMiddleware,
+        ContentSecurityPolicyMiddleware,
         SessionMiddleware,
         CommonMiddleware,
         CsrfViewMiddleware,

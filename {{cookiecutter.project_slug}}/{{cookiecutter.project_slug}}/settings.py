@@ -22,6 +22,19 @@ import environ
 from asgi_runtime.sentinel import SentinelPool, redis_connection_options
 {%- endif %}
 
+if django.VERSION >= (6, 0):
+    from django.utils.csp import CSP
+
+    # Django's own Content Security Policy (SECURE_CSP, under "Security").
+    _csp_middleware = "django.middleware.csp.ContentSecurityPolicyMiddleware"
+    _csp_context_processor = "django.template.context_processors.csp"
+else:
+    # Django 5.2: the same middleware, settings and nonce, from asgi_runtime/csp.py.
+    from asgi_runtime.csp import CSP
+
+    _csp_middleware = "asgi_runtime.csp.ContentSecurityPolicyMiddleware"
+    _csp_context_processor = "asgi_runtime.csp.context_processor"
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -99,6 +112,8 @@ MIDDLEWARE = [
     # asgi_runtime/middleware.py in their place, which run the hooks that do no I/O on the
     # event loop.
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header, and the nonce of each page (SECURE_CSP, below).
+    _csp_middleware,
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -122,6 +137,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # csp_nonce: the nonce of the page's own inline scripts and styles.
+                _csp_context_processor,
             ],
         },
     },
@@ -404,6 +421,27 @@ SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", defa
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 
+# Content Security Policy: what a page may load and run, sent with every response. Scripts and
+# styles come from this site, as static files or inline with the page's nonce (the nonce
+# attribute, set from the csp_nonce template variable); there is no 'unsafe-inline', so that
+# markup injected into a page runs nothing. connect-src 'self' covers fetch() and WebSockets to
+# this host (ws: and wss: included, as browsers implementing CSP Level 3 do). To load anything
+# from elsewhere (a CDN, an analytics script, a social login's form), add its origin to the
+# directive concerned. https://docs.djangoproject.com/en/stable/ref/csp/
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    # The favicon is a data: URL (base.html).
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    # As X-Frame-Options: DENY, for browsers that read only this.
+    "frame-ancestors": [CSP.NONE],
+}
+
 
 # Logging on stdout: readable lines in development, one JSON object per line in production
 # (for a log collector). DJANGO_LOG_FORMAT=text or json overrides.
@@ -463,3 +501,29 @@ LOGGING = {
 {%- endif %}
     },
 }
+
+
+# Error reporting: with SENTRY_DSN set, every unhandled exception, in a view or
+{%- if cookiecutter.websockets %} a consumer{% else %} middleware{% endif %}, and every
+# log line at ERROR is sent to Sentry (or to a server that speaks its protocol, GlitchTip for
+# one), with the request's URL and headers but no cookies, passwords or user details
+# (send_default_pii). Without SENTRY_DSN, sentry_sdk is not even imported.
+# https://docs.sentry.io/platforms/python/integrations/django/
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration()],
+        environment=env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production"),
+        # The version running: SENTRY_RELEASE (the container image sets it when built with
+        # --build-arg RELEASE=...), else the commit checked out here, if this is a git clone.
+        release=env.str("SENTRY_RELEASE", default="") or None,
+        # The share of requests traced for performance, 0 to 1: 0 (the default) traces none
+        # and costs nothing per request.
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0) or None,
+        send_default_pii=False,
+    )
