@@ -7,7 +7,12 @@ import sys
 
 from django.conf import settings
 
-SENTRY_VARIABLES = ("SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE", "SENTRY_TRACES_SAMPLE_RATE")
+SENTRY_VARIABLES = (
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_RELEASE",
+    "SENTRY_TRACES_SAMPLE_RATE",
+)
 # Serves the home page twice through the project's request path, in production; prints the
 # round trips to the request's thread made by the second (asgi_runtime/middleware.py keeps
 # them few), whether sentry_sdk was imported, and Sentry's options.
