@@ -526,4 +526,8 @@ if SENTRY_DSN:
         # and costs nothing per request.
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0) or None,
         send_default_pii=False,
+        # Neither request bodies nor local variables: either may hold a password, a token or a
+        # cookie under a name that Sentry's scrubber does not know (password1, value, scope).
+        max_request_body_size="never",
+        include_local_variables=False,
     )
