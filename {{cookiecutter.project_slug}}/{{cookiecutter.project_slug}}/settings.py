@@ -514,6 +514,9 @@ SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:
     import sentry_sdk
     from sentry_sdk.integrations.django import DjangoIntegration
+{%- if cookiecutter.server in ["daphne", "granian"] %}
+    from sentry_sdk.integrations.logging import ignore_logger
+{%- endif %}
 
     sentry_sdk.init(
         dsn=SENTRY_DSN,
@@ -531,3 +534,12 @@ if SENTRY_DSN:
         max_request_body_size="never",
         include_local_variables=False,
     )
+{%- if cookiecutter.server == "daphne" %}
+    # daphne logs what the application raised, which Sentry has already had from the
+    # application: once is enough.
+    ignore_logger("daphne.server")
+{%- elif cookiecutter.server == "granian" %}
+    # granian logs what the application raised, which Sentry has already had from the
+    # application: once is enough.
+    ignore_logger("_granian.utils")
+{%- endif %}
