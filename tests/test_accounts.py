@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from playwright.sync_api import expect
 from websockets.exceptions import ConnectionClosed
 
-from browsing import fill_in_sign_up
+from browsing import fill_in_sign_up, policy_violations
 from harness import HTTPS, free_port, wait_for, websocket
 from matrix import OPTIONS, chat_answers, combination_id, only_when
 from projects import start_production_server
@@ -275,6 +275,7 @@ def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path)
     url = f"http://localhost:{server.port}"
     name = site.new_name()
     context = browser.new_context(extra_http_headers=HTTPS)
+    violations = policy_violations(context)
     try:
         page = context.new_page()
         devtools = context.new_cdp_session(page)
@@ -320,3 +321,5 @@ def test_a_browser_signs_up_and_signs_in_with_a_passkey(site, browser, tmp_path)
     finally:
         context.close()
     assert site.problems() == []
+    # The account pages' scripts (allauth's passkey forms) run under the policy.
+    assert violations == []
