@@ -503,11 +503,11 @@ LOGGING = {
 }
 
 
-# Error reporting: with SENTRY_DSN set, every unhandled exception, in a view or
-{%- if cookiecutter.websockets %} a consumer{% else %} middleware{% endif %}, and every
-# log line at ERROR is sent to Sentry (or to a server that speaks its protocol, GlitchTip for
-# one), with the request's URL and headers but no cookies, passwords or user details
-# (send_default_pii). Without SENTRY_DSN, sentry_sdk is not even imported.
+# Error reporting: with SENTRY_DSN set, every unhandled exception and every log line at ERROR
+# is sent to Sentry (or to a server that speaks its protocol, GlitchTip for one), with the
+# request's URL and headers but no cookies, passwords or user details (send_default_pii).
+# Without SENTRY_DSN, sentry_sdk is not even imported. Errors in a background task reach it the
+# same way once the worker runs under these settings and logs or raises them.
 # https://docs.sentry.io/platforms/python/integrations/django/
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
