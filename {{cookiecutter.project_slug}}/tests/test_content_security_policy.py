@@ -5,9 +5,13 @@ A browser's view of the same pages, with the console watched for violations, is 
 template's own tests (Chromium); this is what can be read from the HTML.
 """
 
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 
+import django
 import pytest
 from django.conf import settings
 
@@ -98,9 +102,36 @@ def test_each_page_gets_a_nonce_of_its_own(client):
 
 
 def test_the_policy_is_the_one_in_settings(client):
+    # A page that uses no nonce: the header has none.
     policy = client.get("/nowhere/").headers["Content-Security-Policy"]
 
-    assert policy == "; ".join(
-        f"{directive} {' '.join(value for value in values if value != '<CSP_NONCE_SENTINEL>')}"
+    # Directives in the order of settings on Django 6, in django-csp's own on Django 5.2.
+    # settings.CSP: the constants the policy is written with.
+    assert sorted(policy.split("; ")) == sorted(
+        f"{directive} {' '.join(value for value in values if value != settings.CSP.NONCE)}"
         for directive, values in settings.SECURE_CSP.items()
     )
+
+
+def test_django_5_2_will_not_start_without_django_csp():
+    # Django 6 sends the header itself; on Django 5.2, a project without django-csp installed
+    # would send none: it stops, with one line.
+    hide_django_csp = "import sys; sys.modules['csp'] = None; import django; django.setup()"
+    result = subprocess.run(
+        [sys.executable, "-c", hide_django_csp],
+        env={**os.environ, "DJANGO_SECRET_KEY": "s" * 50, "DJANGO_ALLOWED_HOSTS": "example.com"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=settings.BASE_DIR,
+    )
+
+    if django.VERSION >= (6, 0):
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 3
+        assert result.stderr.splitlines() == [
+            "ImproperlyConfigured: Django 5.2 sends the Content-Security-Policy header with"
+            " django-csp, which is not installed: add django-csp>=4.0 to the dependencies, or"
+            " move to Django 6."
+        ]

@@ -22,19 +22,6 @@ import environ
 from asgi_runtime.sentinel import SentinelPool, redis_connection_options
 {%- endif %}
 
-if django.VERSION >= (6, 0):
-    from django.utils.csp import CSP
-
-    # Django's own Content Security Policy (SECURE_CSP, under "Security").
-    _csp_middleware = "django.middleware.csp.ContentSecurityPolicyMiddleware"
-    _csp_context_processor = "django.template.context_processors.csp"
-else:
-    # Django 5.2: the same middleware, settings and nonce, from asgi_runtime/csp.py.
-    from asgi_runtime.csp import CSP
-
-    _csp_middleware = "asgi_runtime.csp.ContentSecurityPolicyMiddleware"
-    _csp_context_processor = "asgi_runtime.csp.context_processor"
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -43,17 +30,43 @@ if env.bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file
     env.read_env(BASE_DIR / ".env")
 
 
+def stop(reason):
+    """Stop start-up with one line that gives the reason, not a traceback."""
+    print(f"ImproperlyConfigured: {reason}", file=sys.stderr)
+    # 3, as asgi_runtime/checks.py explains: servers with workers then stop instead of retrying.
+    raise SystemExit(3)
+
+
 def required(name, value):
-    """Stop start-up with one line that names the missing variable, not a traceback."""
+    """`value`, or a stop that names the missing variable."""
     if not value:
-        print(
-            f"ImproperlyConfigured: {name} is not set. Set it in the environment; for local"
-            " development, copy .env.example to .env (it turns DJANGO_DEBUG on).",
-            file=sys.stderr,
+        stop(
+            f"{name} is not set. Set it in the environment; for local development, copy"
+            " .env.example to .env (it turns DJANGO_DEBUG on)."
         )
-        # 3, as asgi_runtime/checks.py explains: servers with workers then stop instead of retrying.
-        raise SystemExit(3)
     return value
+
+
+# The Content Security Policy (SECURE_CSP, under "Security") is sent by Django's own middleware
+# on Django 6, and by django-csp's on Django 5.2, which has none: both read the same directives,
+# written with the same constants (CSP.SELF, CSP.NONCE, ...), and give templates the nonce as
+# csp_nonce.
+if django.VERSION >= (6, 0):
+    from django.utils.csp import CSP
+
+    _csp_middleware = "django.middleware.csp.ContentSecurityPolicyMiddleware"
+    _csp_context_processor = "django.template.context_processors.csp"
+else:
+    try:
+        from csp import constants as CSP
+    except ImportError:
+        stop(
+            "Django 5.2 sends the Content-Security-Policy header with django-csp, which is not"
+            " installed: add django-csp>=4.0 to the dependencies, or move to Django 6."
+        )
+
+    _csp_middleware = "csp.middleware.CSPMiddleware"
+    _csp_context_processor = "{{ slug }}.context_processors.csp_nonce"
 
 
 # Debug mode: only ever on in development, never in production.
@@ -441,6 +454,16 @@ SECURE_CSP = {
     # As X-Frame-Options: DENY, for browsers that read only this.
     "frame-ancestors": [CSP.NONE],
 }
+# A policy that browsers only report on (in the console, and to a report-uri if it has one),
+# blocking nothing: to try a stricter one before enforcing it. Written like SECURE_CSP.
+SECURE_CSP_REPORT_ONLY = {}
+if django.VERSION < (6, 0):
+    # django-csp's settings, from the same directives. It sends the directives it knows (all
+    # of CSP Level 3's) in an order of its own, and leaves out any other.
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": SECURE_CSP}
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = (
+        {"DIRECTIVES": SECURE_CSP_REPORT_ONLY} if SECURE_CSP_REPORT_ONLY else None
+    )
 
 
 # Logging on stdout: readable lines in development, one JSON object per line in production
