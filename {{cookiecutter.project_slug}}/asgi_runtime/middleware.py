@@ -18,7 +18,7 @@ to run does no I/O, otherwise in the request's thread, exactly as Django would:
   may be parsed from a body that is multipart, larger than LOOP_PARSE_MAX_BYTES (64 KiB: parsing
   is CPU work that would hold up every other request of the process) or of unknown size; the
   failure view and its logging.
-- SecurityMiddleware, ContentSecurityPolicyMiddleware (Django 6's, or django-csp's
+- SecurityMiddleware, ContentSecurityPolicyMiddleware (Django 6's, or django-csp's 4.x
   CSPMiddleware on Django 5.2: both install a lazy nonce, and build the header from settings),
   CommonMiddleware, AuthenticationMiddleware (it installs a lazy `request.user` and
   `request.auser`) and XFrameOptionsMiddleware: never.
@@ -66,6 +66,8 @@ from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
+
+from . import installed_version
 
 # The Content Security Policy middleware that settings.py names: Django's own, or on Django
 # 5.2, which has none, django-csp's (none if it is not installed).
@@ -149,6 +151,11 @@ class SecurityMiddleware(LoopDispatch, security.SecurityMiddleware):
 # Without django-csp on Django 5.2, it subclasses nothing to load in place of.
 class ContentSecurityPolicyMiddleware(LoopDispatch, *POLICY_MIDDLEWARE):  # type: ignore[misc]
     run_hooks_on_loop = True
+
+    def settings_allow_loop(self) -> bool:
+        # Django's hooks are covered by VERIFIED; django-csp's were read for its 4.x releases,
+        # and any other gets Django's dispatch.
+        return django.VERSION >= (6, 0) or installed_version("django-csp")[:1] == (4,)
 
 
 class CommonMiddleware(LoopDispatch, common.CommonMiddleware):
