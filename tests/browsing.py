@@ -40,3 +40,17 @@ def fill_in_sign_up(page, site, username, password):
     page.fill("#id_password1", password)
     page.fill("#id_password2", password)
     page.click("main form button[type=submit]")
+
+
+def policy_violations(context):
+    """A list that fills with what the Content Security Policy blocks in `context`'s pages, as
+    Chromium reports it on the console ("Refused to execute inline script because it violates
+    the following Content Security Policy directive: ...")."""
+    found = []
+
+    def record(message):
+        if "Content Security Policy" in message.text:
+            found.append(f"{message.page.url if message.page else ''}: {message.text}")
+
+    context.on("console", record)
+    return found

@@ -1,7 +1,9 @@
 """Running baked projects for real: their commands, servers, and clients that talk to them."""
 
 import contextlib
+import gzip
 import http.client
+import http.server
 import json
 import os
 import random
@@ -11,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from pathlib import Path
 
 from websockets.sync.client import connect as ws_connect
@@ -259,3 +263,77 @@ def post_body(port, size, declared=True, chunk=64 * 1024):
         with contextlib.suppress(OSError):
             return (client.recv(200).split(b"\r\n")[0].decode() or None), sent
     return None, sent
+
+
+class SentryStandIn:
+    """A stand-in for Sentry's ingestion endpoint on loopback: accepts the envelopes a
+    project's SDK sends to `dsn` and keeps each one, decoded. No network, no account.
+
+    https://develop.sentry.dev/sdk/data-model/envelopes/
+    """
+
+    def __init__(self):
+        self.envelopes = []  # raw bytes of each, decompressed
+        self.items = []  # (item header, payload), as received
+        self.lock = threading.Lock()
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stand_in.receive(body, self.headers.get("Content-Encoding", ""))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.dsn = f"http://public-key@127.0.0.1:{self.server.server_port}/1"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def receive(self, body, encoding):
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+        elif encoding == "br":
+            import brotli  # Sent only by an SDK that has it: then installed.
+
+            body = brotli.decompress(body)
+        items, rest = [], body.split(b"\n", 1)[1]  # After the envelope's own header.
+        while rest.strip():
+            header_line, rest = rest.split(b"\n", 1)
+            header = json.loads(header_line)
+            if "length" in header:
+                payload, rest = rest[: header["length"]], rest[header["length"] + 1 :]
+            else:
+                payload, _, rest = rest.partition(b"\n")
+            items.append((header, payload))
+        with self.lock:
+            self.envelopes.append(body)
+            self.items.extend(items)
+
+    @property
+    def events(self):
+        """The error events received, in order."""
+        with self.lock:
+            return [
+                json.loads(payload) for header, payload in self.items if header["type"] == "event"
+            ]
+
+    def wait_for_event(self, condition, seconds=20):
+        """The first event `condition(event)` accepts, once it has arrived."""
+        wait_for(
+            lambda: any(map(condition, self.events)), seconds, "the event at Sentry's stand-in"
+        )
+        return next(filter(condition, self.events))

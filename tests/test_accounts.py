@@ -32,7 +32,7 @@ from aiosmtpd.controller import Controller
 from playwright.sync_api import expect
 from websockets.exceptions import ConnectionClosed
 
-from browsing import fill_in_sign_up
+from browsing import fill_in_sign_up, policy_violations
 from harness import HTTPS, free_port, wait_for, websocket
 from matrix import OPTIONS, chat_answers, combination_id, only_when
 from projects import Project, start_production_server
@@ -327,6 +327,7 @@ def signed_up_in_a_browser(site, browser, name):
     url = f"http://localhost:{site.servers[0].port}"
     context = browser.new_context(extra_http_headers=HTTPS)
     errors = []
+    violations = policy_violations(context)
     try:
         page = context.new_page()
         page.on("console", lambda message: message.type == "error" and errors.append(message.text))
@@ -342,6 +343,7 @@ def signed_up_in_a_browser(site, browser, name):
     finally:
         context.close()
     assert errors == []
+    assert violations == []
 
 
 def log_in_in_a_browser(page, url, name):
@@ -425,3 +427,5 @@ def test_a_browser_enrols_an_authenticator_app_then_signs_in_with_its_codes(site
         page.click("main form button[type=submit]")
         expect(page.locator("#username")).to_have_text(name)
     assert site.problems() == []
+    # The account pages' scripts (allauth's passkey forms) run under the policy.
+    assert violations == []

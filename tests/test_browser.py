@@ -11,10 +11,10 @@ import secrets
 import pytest
 from playwright.sync_api import expect
 
-from browsing import fill_in_sign_up
+from browsing import fill_in_sign_up, policy_violations
 from harness import HTTPS, free_port
-from matrix import OPTIONS, chat_answers
-from projects import start_production_server
+from matrix import OPTIONS, chat_answers, only_when
+from projects import ADMIN_USER, start_production_server
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +79,12 @@ def test_two_people_sign_up_log_in_and_chat(browser, chat_project, request, tmp_
             )
             for port in ports
         ]
-        pages = []
+        pages, violations = [], []
         for number, username in enumerate(["alice", "bob"]):
             # A browser of its own per person (no shared cookies), behind a TLS proxy.
             context = browser.new_context(extra_http_headers=HTTPS)
             running.callback(context.close)
+            violations.append(policy_violations(context))
             page = context.new_page()
             site = sites[number % len(sites)]
             sign_up(page, site, username)
@@ -102,6 +103,8 @@ def test_two_people_sign_up_log_in_and_chat(browser, chat_project, request, tmp_
         problems = [server.log_problems() for server in servers]
     assert (tmp_path / "bob.png").stat().st_size > 0
     assert problems == [[] for _ in servers]
+    # The pages' own scripts and styles ran, and the sockets opened, under the policy.
+    assert violations == [[], []]
 
 
 @pytest.fixture(params=OPTIONS["server"])
@@ -135,3 +138,35 @@ def test_the_page_reconnects_after_a_server_restart(browser, one_process_chat_pr
         assert server.log_problems() == []
     finally:
         context.close()
+
+
+@only_when(lambda answers: answers == chat_answers("uvicorn", "in-memory"))
+def test_the_admin_works_under_the_content_security_policy(browser, deployed_project, tmp_path):
+    port = free_port()
+    site = f"http://127.0.0.1:{port}"
+    context = browser.new_context(extra_http_headers=HTTPS)
+    violations = policy_violations(context)
+    try:
+        page = context.new_page()
+        with start_production_server(
+            deployed_project, tmp_path / "server.log", port, DJANGO_CSRF_TRUSTED_ORIGINS=site
+        ):
+            page.goto(f"{site}/admin/")
+            page.fill("#id_username", ADMIN_USER["username"])
+            page.fill("#id_password", ADMIN_USER["password"])
+            page.click("input[type=submit]")
+            expect(page.locator("#user-tools")).to_contain_text(ADMIN_USER["username"])
+            # The list's actions (a script of the admin's), and a form with its widgets.
+            page.goto(f"{site}/admin/users/user/")
+            page.check("#action-toggle")
+            expect(page.locator(".action-counter")).to_contain_text("1 of 1 selected")
+            page.goto(f"{site}/admin/users/user/add/")
+            page.fill("#id_username", "carol")
+            page.fill("#id_password1", PASSWORD)
+            page.fill("#id_password2", PASSWORD)
+            page.click("input[name=_save]")
+            expect(page.locator("#content h1")).to_contain_text("Change user")
+            page.screenshot(path=tmp_path / "admin.png")
+    finally:
+        context.close()
+    assert violations == []

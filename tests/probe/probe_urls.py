@@ -1,13 +1,16 @@
 """Test-only views beside the project's own URLs: what Django sees of the client, what the
 channel layer holds, a slow request to stop a server in the middle of, and the views that
 test_request_path.py drives the request path with (large and endless responses, state left
-behind in a request's thread, an open transaction, sync views that hold their thread)."""
+behind in a request's thread, an open transaction, sync views that hold their thread), and a
+view and a WebSocket consumer that fail (test_error_reporting.py)."""
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
 import urllib.request
+from importlib import import_module
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -15,6 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
 
 # The slow view touches this file once a request is inside it.
 SLOW_REQUEST_STARTED = Path(os.environ.get("PROBE_SLOW_MARKER", "/nonexistent"))
@@ -133,6 +137,13 @@ def hold(request):
     return JsonResponse({"held": request.GET["name"]})
 
 
+@csrf_exempt
+def fail(request):
+    """Raises, once it has read the form it was sent (for the error reporting tests)."""
+    fields = sorted(request.POST)
+    raise RuntimeError(f"probe failure in a view: {request.GET.get('marker')} {fields}")
+
+
 def call_self(request):
     """A sync view that calls its own server over HTTP (a webhook to itself, say)."""
     port = request.get_port()
@@ -155,5 +166,21 @@ urlpatterns = [
     path("probe/open-transaction", open_transaction),
     path("probe/hold", hold),
     path("probe/call-self", call_self),
+    path("probe/fail", fail),
     path("", include(settings.PROJECT_URLCONF)),
 ]
+
+# The project's WebSocket routes (the list its asgi.py routes with), when it has them, and a
+# consumer that fails.
+with contextlib.suppress(ImportError):
+    routing = import_module(f"{os.environ['PROBED_PROJECT']}.routing")
+    from channels.generic.websocket import AsyncWebsocketConsumer
+
+    class FailingConsumer(AsyncWebsocketConsumer):
+        """ws/probe/fail/: raises on the first message it receives."""
+
+        async def receive(self, text_data=None, bytes_data=None):
+            raise RuntimeError(f"probe failure in a consumer: {text_data}")
+
+    # First: the last route refuses every other path.
+    routing.websocket_urlpatterns.insert(0, path("ws/probe/fail/", FailingConsumer.as_asgi()))

@@ -40,6 +40,10 @@ INTERNALS = {
         "(handler.py)"
     ),
     "django.utils.deprecation.MiddlewareMixin.async_mode": "set by its __init__ (middleware.py)",
+    "django.utils.deprecation.MiddlewareMixin.__acall__": (
+        "where __call__ goes in async mode, and what Sentry's middleware wrapper calls "
+        "(middleware.py overrides it)"
+    ),
     "django.contrib.sessions.backends.base.SessionBase.modified, .is_empty()": "middleware.py",
     "django.contrib.messages.storage.base.BaseStorage.used, .added_new": "middleware.py",
     "django.middleware.csrf.CsrfViewMiddleware._reject(request, reason)": (

@@ -1,14 +1,15 @@
 """
-Django's default middleware, with the hooks that do no I/O run on the event loop.
+Django's default middleware and the Content Security Policy middleware (Django's own on Django
+6, django-csp's on Django 5.2), with the hooks that do no I/O run on the event loop.
 
 Under ASGI, Django calls each `process_request` and `process_response` of its middleware
 through `sync_to_async(thread_sensitive=True)`, and wraps CSRF's `process_view` in one more:
 13 round trips to the request's thread per request with the default MIDDLEWARE, almost all
 around code that reads headers and sets attributes.
 
-Each class here subclasses Django's own and changes only where Django's hooks run. The hooks
-are Django's, called unmodified: on the event loop when the branch about to run does no I/O,
-otherwise in the request's thread, exactly as Django would:
+Each class here subclasses Django's own (or django-csp's) and changes only where its hooks
+run. The hooks are the original ones, called unmodified: on the event loop when the branch about
+to run does no I/O, otherwise in the request's thread, exactly as Django would:
 
 - SessionMiddleware.process_response, when Django will save the session. Loading a session is
   lazy: it happens where the view first uses it, never in these hooks.
@@ -17,8 +18,10 @@ otherwise in the request's thread, exactly as Django would:
   may be parsed from a body that is multipart, larger than LOOP_PARSE_MAX_BYTES (64 KiB: parsing
   is CPU work that would hold up every other request of the process) or of unknown size; the
   failure view and its logging.
-- SecurityMiddleware, CommonMiddleware, AuthenticationMiddleware (it installs a lazy
-  `request.user` and `request.auser`) and XFrameOptionsMiddleware: never.
+- SecurityMiddleware, ContentSecurityPolicyMiddleware (Django 6's, or django-csp's 4.x
+  CSPMiddleware on Django 5.2: both install a lazy nonce, and build the header from settings),
+  CommonMiddleware, AuthenticationMiddleware (it installs a lazy `request.user` and
+  `request.auser`) and XFrameOptionsMiddleware: never.
 
 Trust model: only the classes of this module, and subclasses that say so, run hooks on the
 loop. A subclass (the project's own) behaves exactly as the same subclass of Django's class
@@ -50,6 +53,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import django
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
@@ -62,6 +66,23 @@ from django.http import HttpRequest, HttpResponseBase
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
+
+from . import installed_version
+
+# The Content Security Policy middleware that settings.py names: Django's own, or on Django
+# 5.2, which has none, django-csp's (none if it is not installed).
+POLICY_MIDDLEWARE: tuple[type[MiddlewareMixin], ...]
+if django.VERSION >= (6, 0):
+    from django.middleware.csp import ContentSecurityPolicyMiddleware as Policy
+
+    POLICY_MIDDLEWARE = (Policy,)
+else:
+    try:
+        from csp.middleware import CSPMiddleware as Policy
+    except ImportError:
+        POLICY_MIDDLEWARE = ()
+    else:
+        POLICY_MIDDLEWARE = (Policy,)
 
 SESSION_ENGINES = frozenset(
     f"django.contrib.sessions.backends.{name}"
@@ -105,10 +126,12 @@ class LoopDispatch(MiddlewareMixin):
     def response_in_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
         return False
 
-    def __call__(self, request: HttpRequest) -> Any:
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        # Where Django's __call__ goes in async mode, and what wrappers of middleware that
+        # call it directly (Sentry's, with SENTRY_DSN) go to.
         if self.hooks_on_loop:
-            return self.acall_on_loop(request)
-        return super().__call__(request)
+            return await self.acall_on_loop(request)
+        return cast(HttpResponseBase, await super().__acall__(request))
 
     async def acall_on_loop(self, request: HttpRequest) -> HttpResponseBase:
         response = None
@@ -123,6 +146,16 @@ class LoopDispatch(MiddlewareMixin):
 
 class SecurityMiddleware(LoopDispatch, security.SecurityMiddleware):
     run_hooks_on_loop = True
+
+
+# Without django-csp on Django 5.2, it subclasses nothing to load in place of.
+class ContentSecurityPolicyMiddleware(LoopDispatch, *POLICY_MIDDLEWARE):  # type: ignore[misc]
+    run_hooks_on_loop = True
+
+    def settings_allow_loop(self) -> bool:
+        # Django's hooks are covered by VERIFIED; django-csp's were read for its 4.x releases,
+        # and any other gets Django's dispatch.
+        return django.VERSION >= (6, 0) or installed_version("django-csp")[:1] == (4,)
 
 
 class CommonMiddleware(LoopDispatch, common.CommonMiddleware):
@@ -249,6 +282,7 @@ LOOP_DISPATCH = {
     f"{django_class.__module__}.{django_class.__qualname__}": f"{__name__}.{cls.__qualname__}"
     for cls in (
         SecurityMiddleware,
+        ContentSecurityPolicyMiddleware,
         SessionMiddleware,
         CommonMiddleware,
         CsrfViewMiddleware,

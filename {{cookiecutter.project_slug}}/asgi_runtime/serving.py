@@ -17,7 +17,8 @@ What every server needs around the project's ASGI application (asgi.py calls the
 {%- if cookiecutter.websockets %}
 - `protect(router)`: what every WebSocket connection goes through before its route: only pages
   of this site may connect, as for forms (origins.py); the session's user goes into
-  scope["user"]; each connection's messages are limited in size and rate (limits.py).
+  scope["user"]; each connection's messages are limited in size and rate (limits.py); with
+  SENTRY_DSN, what a consumer raises is reported to Sentry.
 {%- endif %}
 """
 
@@ -30,6 +31,7 @@ import sys
 {% endif %}
 {%- if cookiecutter.websockets %}
 from channels.auth import AuthMiddlewareStack
+from django.conf import settings
 {%- endif %}
 {%- if proxy_middleware %}
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -86,5 +88,16 @@ def stop_with_supervisor():
 
 
 def protect(router):
-    return SameOriginValidator(AuthMiddlewareStack(WebSocketLimits(router)))
+    return report_errors(SameOriginValidator(AuthMiddlewareStack(WebSocketLimits(router))))
+
+
+def report_errors(application):
+    """With SENTRY_DSN, `application` inside Sentry's ASGI middleware, which reports what it
+    raises: Sentry's Django integration wraps Django's HTTP handler only, and an exception in
+    a consumer would reach the server's log and nothing else."""
+    if not getattr(settings, "SENTRY_DSN", ""):
+        return application  # sentry_sdk is not imported.
+    from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+
+    return SentryAsgiMiddleware(application)
 {%- endif %}

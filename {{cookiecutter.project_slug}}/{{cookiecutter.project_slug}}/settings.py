@@ -30,17 +30,43 @@ if env.bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file
     env.read_env(BASE_DIR / ".env")
 
 
+def stop(reason):
+    """Stop start-up with one line that gives the reason, not a traceback."""
+    print(f"ImproperlyConfigured: {reason}", file=sys.stderr)
+    # 3, as asgi_runtime/checks.py explains: servers with workers then stop instead of retrying.
+    raise SystemExit(3)
+
+
 def required(name, value):
-    """Stop start-up with one line that names the missing variable, not a traceback."""
+    """`value`, or a stop that names the missing variable."""
     if not value:
-        print(
-            f"ImproperlyConfigured: {name} is not set. Set it in the environment; for local"
-            " development, copy .env.example to .env (it turns DJANGO_DEBUG on).",
-            file=sys.stderr,
+        stop(
+            f"{name} is not set. Set it in the environment; for local development, copy"
+            " .env.example to .env (it turns DJANGO_DEBUG on)."
         )
-        # 3, as asgi_runtime/checks.py explains: servers with workers then stop instead of retrying.
-        raise SystemExit(3)
     return value
+
+
+# The Content Security Policy (SECURE_CSP, under "Security") is sent by Django's own middleware
+# on Django 6, and by django-csp's on Django 5.2, which has none: both read the same directives,
+# written with the same constants (CSP.SELF, CSP.NONCE, ...), and give templates the nonce as
+# csp_nonce.
+if django.VERSION >= (6, 0):
+    from django.utils.csp import CSP
+
+    _csp_middleware = "django.middleware.csp.ContentSecurityPolicyMiddleware"
+    _csp_context_processor = "django.template.context_processors.csp"
+else:
+    try:
+        from csp import constants as CSP
+    except ImportError:
+        stop(
+            "Django 5.2 sends the Content-Security-Policy header with django-csp, which is not"
+            " installed: add django-csp>=4.0 to the dependencies, or move to Django 6."
+        )
+
+    _csp_middleware = "csp.middleware.CSPMiddleware"
+    _csp_context_processor = "{{ slug }}.context_processors.csp_nonce"
 
 
 # Debug mode: only ever on in development, never in production.
@@ -99,6 +125,8 @@ MIDDLEWARE = [
     # asgi_runtime/middleware.py in their place, which run the hooks that do no I/O on the
     # event loop.
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header, and the nonce of each page (SECURE_CSP, below).
+    _csp_middleware,
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -122,6 +150,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # csp_nonce: the nonce of the page's own inline scripts and styles.
+                _csp_context_processor,
             ],
         },
     },
@@ -411,6 +441,37 @@ SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", defa
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 
+# Content Security Policy: what a page may load and run, sent with every response. Scripts and
+# styles come from this site, as static files or inline with the page's nonce (the nonce
+# attribute, set from the csp_nonce template variable); there is no 'unsafe-inline', so that
+# markup injected into a page runs nothing. connect-src 'self' covers fetch() and WebSockets to
+# this host (ws: and wss: included, as browsers implementing CSP Level 3 do). To load anything
+# from elsewhere (a CDN, an analytics script, a social login's form), add its origin to the
+# directive concerned. https://docs.djangoproject.com/en/stable/ref/csp/
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    # The favicon is a data: URL (base.html).
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    # As X-Frame-Options: DENY, for browsers that read only this.
+    "frame-ancestors": [CSP.NONE],
+}
+# A policy that browsers only report on (in the console, and to a report-uri if it has one),
+# blocking nothing: to try a stricter one before enforcing it. Written like SECURE_CSP.
+SECURE_CSP_REPORT_ONLY = {}
+if django.VERSION < (6, 0):
+    # django-csp's settings, from the same directives. It sends the directives it knows (all
+    # of CSP Level 3's) in an order of its own, and leaves out any other.
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": SECURE_CSP}
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = (
+        {"DIRECTIVES": SECURE_CSP_REPORT_ONLY} if SECURE_CSP_REPORT_ONLY else None
+    )
+
 
 # Logging on stdout: readable lines in development, one JSON object per line in production
 # (for a log collector). DJANGO_LOG_FORMAT=text or json overrides.
@@ -477,3 +538,45 @@ LOGGING = {
 {%- endif %}
     },
 }
+
+
+# Error reporting: with SENTRY_DSN set, every unhandled exception and every log line at ERROR
+# is sent to Sentry (or to a server that speaks its protocol, GlitchTip for one), with the
+# request's URL and headers but no cookies, passwords or user details (send_default_pii).
+# Without SENTRY_DSN, sentry_sdk is not even imported. Errors in a background task reach it the
+# same way once the worker runs under these settings and logs or raises them.
+# https://docs.sentry.io/platforms/python/integrations/django/
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+{%- if cookiecutter.server in ["daphne", "granian"] %}
+    from sentry_sdk.integrations.logging import ignore_logger
+{%- endif %}
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration()],
+        environment=env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production"),
+        # The version running: SENTRY_RELEASE (the container image sets it when built with
+        # --build-arg RELEASE=...), else the commit checked out here, if this is a git clone.
+        release=env.str("SENTRY_RELEASE", default="") or None,
+        # The share of requests traced for performance, 0 to 1: 0 (the default) traces none
+        # and costs nothing per request.
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0) or None,
+        send_default_pii=False,
+        # Neither request bodies nor local variables: either may hold a password, a token or a
+        # cookie under a name that Sentry's scrubber does not know (password1, value, scope).
+        max_request_body_size="never",
+        include_local_variables=False,
+    )
+{%- if cookiecutter.server == "daphne" %}
+    # daphne logs what the application raised, which Sentry has already had from the
+    # application: once is enough.
+    ignore_logger("daphne.server")
+{%- elif cookiecutter.server == "granian" %}
+    # granian logs what the application raised, which Sentry has already had from the
+    # application: once is enough.
+    ignore_logger("_granian.utils")
+{%- endif %}

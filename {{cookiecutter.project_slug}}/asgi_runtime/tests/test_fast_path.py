@@ -17,6 +17,7 @@ import re
 import tempfile
 import threading
 
+import django
 import pytest
 from allauth.account.models import EmailAddress
 from django.conf import settings as django_settings
@@ -32,9 +33,16 @@ from asgi_runtime.handler import FastASGIHandler
 from .fast_path import urls
 from .fast_path.client import Client, call, count_hops, http_scope, multipart
 
-# Django's default MIDDLEWARE, whose classes the project's middleware.py subclasses.
+CSP_MIDDLEWARE = (
+    "django.middleware.csp.ContentSecurityPolicyMiddleware"
+    if django.VERSION >= (6, 0)
+    else "csp.middleware.CSPMiddleware"
+)
+# Django's default MIDDLEWARE and the Content Security Policy middleware (django-csp's on Django
+# 5.2), whose classes the project's middleware.py subclasses.
 DJANGO_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    CSP_MIDDLEWARE,
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -129,6 +137,41 @@ async def test_security_headers(stacks):
             response = await client.get(path, scheme="https")
             hsts = "max-age=3600; includeSubDomains; preload"
             assert response.header("strict-transport-security") == hsts
+
+    await on_both(stacks, scenario)
+
+
+def directives(response):
+    """The Content-Security-Policy header, by directive (django-csp orders them its own way)."""
+    policy = response.header("content-security-policy")
+    return dict(directive.split(" ", 1) for directive in policy.split("; "))
+
+
+async def test_content_security_policy(stacks):
+    async def scenario(client):
+        nonces = set()
+        for path in ("/", "/accounts/login/", "/accounts/signup/"):
+            response = await client.get(path)
+            assert response.status == 200
+            policy = directives(response)
+            assert policy["default-src"] == "'self'"
+            sources = f"'self' 'nonce-{response.nonce()}'"
+            assert policy["script-src"] == policy["style-src"] == sources
+            # The page's own inline style has the nonce of the header.
+            assert f'<style nonce="{response.nonce()}">'.encode() in response.body
+            nonces.add(response.nonce())
+        assert len(nonces) == 3  # A nonce of its own for each response.
+        # The nonce is left out of the header of a response that did not use it.
+        responses = [("/fast/sync/", 200), ("/fast/async/", 200), ("/fast/nowhere", 404)]
+        for path, status in responses:
+            response = await client.get(path)
+            assert response.status == status
+            policy = directives(response)
+            assert policy["script-src"] == policy["style-src"] == "'self'"
+        response = await client.post("/fast/form/", {"a": "1"})  # CSRF's failure page.
+        assert response.status == 403 and response.header("content-security-policy")
+        response = await client.get("/admin/login/")
+        assert response.status == 200 and response.header("content-security-policy")
 
     await on_both(stacks, scenario)
 

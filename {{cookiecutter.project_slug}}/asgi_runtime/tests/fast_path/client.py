@@ -24,6 +24,11 @@ class Response:
         values = [value for key, value in self.headers if key == name]
         return ", ".join(values) if values else None
 
+    def nonce(self):
+        """The nonce in the Content-Security-Policy header, or None."""
+        found = re.search(r"'nonce-([^']+)'", self.header("content-security-policy") or "")
+        return found and found[1]
+
     def cookie(self, name):
         """The value this response sets for cookie `name`, or None."""
         for key, value in self.headers:
@@ -44,9 +49,12 @@ def normalize(response):
         elif name == "set-cookie":
             value = re.sub(r"(?i)expires=[^;]+", "expires=<date>", value)
             value = re.sub(r'^([^=]+)=(?!"";)[^;]+', r"\1=<value>", value)
+        elif name == "content-security-policy":
+            value = re.sub(r"'nonce-[^']+'", "'nonce-<nonce>'", value)
         headers.append((name, value))
     body = re.sub(rb"\b[A-Za-z0-9]{64}\b", b"<token>", response.body)
     body = re.sub(rb"\b[a-z0-9]{32}\b", b"<key>", body)
+    body = re.sub(rb'nonce="[^"]*"', b'nonce="<nonce>"', body)
     return response.status, headers, body
 
 
