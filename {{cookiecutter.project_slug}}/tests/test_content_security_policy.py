@@ -28,7 +28,7 @@ PAGES = {
     "login": ("/accounts/login/", 200),
     "sign-up": ("/accounts/signup/", 200),
     "password reset": ("/accounts/password/reset/", 200),
-    "admin login": ("/admin/login/", 200),
+    "admin login, which leads to the site's": ("/admin/login/", 302),
     "redirect": ("/accounts/", 302),
     "not found": ("/nowhere/", 404),
 }

@@ -170,7 +170,7 @@ async def test_content_security_policy(stacks):
             assert policy["script-src"] == policy["style-src"] == "'self'"
         response = await client.post("/fast/form/", {"a": "1"})  # CSRF's failure page.
         assert response.status == 403 and response.header("content-security-policy")
-        response = await client.get("/admin/login/")
+        response = await client.get("/accounts/login/")
         assert response.status == 200 and response.header("content-security-policy")
 
     await on_both(stacks, scenario)
