@@ -374,6 +374,29 @@ def check_production_can_send_email(app_configs, **kwargs):
     ]
 
 
+@checks.register("asgi")
+def check_production_runs_tasks_in_a_worker(app_configs, **kwargs):
+    if settings.DEBUG:
+        return []
+    from .tasks import DummyBackend, ImmediateBackend, task_backends
+
+    problems = {
+        ImmediateBackend: "runs each task inside the request that enqueues it",
+        DummyBackend: "runs no task at all: every task enqueued vanishes",
+    }
+    return [
+        checks.Error(
+            f"TASKS[{alias!r}] is {type(backend).__name__}, which {problem}, in production.",
+            hint='Use the database backend, run by `manage.py tasks_worker`: "BACKEND": '
+            '"django_tasks_db.DatabaseBackend" (README.md, "Background tasks").',
+            id="asgi.E013",
+        )
+        for alias, backend in ((alias, task_backends[alias]) for alias in task_backends.settings)
+        for kind, problem in problems.items()
+        if isinstance(backend, kind)
+    ]
+
+
 def missing_static_manifest():
     """Outside debug, the manifest of collected static files, if it is missing: without it every
     page that links a static file answers 500 ("Missing staticfiles manifest entry")."""
