@@ -7,7 +7,7 @@ from allauth.core.ratelimit import respond_429
 from django.contrib.sites.shortcuts import get_current_site
 from django.core.exceptions import ValidationError
 
-from {{ cookiecutter.project_slug }}.tasks import send_later
+from .tasks import send_later
 
 
 class AccountAdapter(DefaultAccountAdapter):

@@ -154,10 +154,11 @@ class Command(DatabaseWorkerCommand):
         liveness.hold(options["worker_id"])
         atexit.register(liveness.release)
         self.sweep(liveness, backend_name)
-        sweeper = threading.Thread(
-            target=self.sweep_every_minute, args=(liveness, backend_name), daemon=True
-        )
-        sweeper.start()
+        if not options["batch"]:
+            sweeper = threading.Thread(
+                target=self.sweep_every_minute, args=(liveness, backend_name), daemon=True
+            )
+            sweeper.start()
         super().handle(*args, **options)
 
     def sweep(self, liveness, backend_name):

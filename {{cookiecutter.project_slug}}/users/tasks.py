@@ -1,6 +1,6 @@
 """
-The site's own background tasks (README.md, "Background tasks"): run by the worker, after the
-response, so that a slow or unreachable mail server never holds a page.
+The site's email, as a background task (README.md, "Background tasks"): sent by the worker,
+after the response, so that a slow or unreachable mail server never holds a page.
 """
 
 from django.core.mail import EmailMultiAlternatives
