@@ -1,7 +1,7 @@
 """Background tasks on the database backend, run by the worker as production runs them."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django_tasks_db.models import DBTaskResult, get_date_max
 
@@ -101,14 +101,14 @@ def test_the_running_task_of_a_worker_that_died_is_marked_failed(tmp_path):
 {%- if cookiecutter.websockets %}
 
 
-async def test_a_task_enqueued_from_async_code_runs_in_the_worker():
-    result = await count_messages.aenqueue("lobby", 3)
+def test_a_task_enqueued_from_async_code_runs_in_the_worker():
+    # async_to_sync: an event loop of its own, as a consumer or an async view has.
+    result = async_to_sync(count_messages.aenqueue)("lobby", 3)
 
-    await sync_to_async(run_worker)()
+    run_worker()
 
-    await result.arefresh()
+    async_to_sync(result.arefresh)()
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == 3
-    assert (await Room.objects.aget(name="lobby")).messages == 3
-
+    assert Room.objects.get(name="lobby").messages == 3
 {%- endif %}

@@ -17,6 +17,12 @@ from asgi_runtime import tasks as asgi_tasks
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
+@pytest.fixture(autouse=True)
+def project_task_backend(settings):
+    """The project's own task backend: conftest.py runs the tests' tasks at once instead."""
+    settings.TASKS = import_module(os.environ["DJANGO_SETTINGS_MODULE"]).TASKS
+
+
 def ids(messages):
     return [message.id for message in messages]
 
@@ -40,7 +46,6 @@ def use_mailer(settings, backend, host=""):
 
 def test_this_project_passes_every_check(settings):
     settings.DEBUG = False
-    settings.TASKS = import_module(os.environ["DJANGO_SETTINGS_MODULE"]).TASKS
     use_mailer(settings, asgi_checks.SMTP_BACKEND, "smtp.example.com")
     assert checks.run_checks(tags=["asgi"], include_deployment_checks=True) == []
 

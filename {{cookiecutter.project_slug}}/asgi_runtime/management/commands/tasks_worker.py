@@ -174,4 +174,3 @@ class Command(DatabaseWorkerCommand):
         while True:
             time.sleep(SWEEP_SECONDS)
             self.sweep(liveness, backend_name)
-
