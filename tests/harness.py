@@ -56,12 +56,13 @@ def free_port():
     raise AssertionError("no free port found")
 
 
-def procfile_command(project, name="Procfile"):
-    """The `web:` line: the one place each command is written, for users and tests alike."""
+def procfile_command(project, name="Procfile", process="web"):
+    """The `web:` (or `worker:`) line: the one place each command is written, for users and
+    tests alike."""
     for line in (project / name).read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise AssertionError(f"{name} has no web: line")
+        if line.startswith(f"{process}:"):
+            return line.removeprefix(f"{process}:").strip()
+    raise AssertionError(f"{name} has no {process}: line")
 
 
 # Only these pass from the caller's environment to the projects under test: never a
@@ -99,7 +100,7 @@ class Server:
 
     def __init__(self, project, command, env, log_path, ready_path="/healthz", timeout=40):
         self.project = project
-        self.port = int(env["PORT"])
+        self.port = int(env.get("PORT", 0))
         self.log_path = log_path
         self.started = time.monotonic()
         with open(log_path, "wb") as log:
@@ -120,6 +121,11 @@ class Server:
             if self.process.poll() is not None:
                 self.kill()  # whatever it left in its session
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log}")
+            if callable(path):  # a process that serves nothing: ready when it says so
+                if path(self.log):
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 if fetch(self.port, "GET", path, timeout=2)[0] == 200:
                     return
