@@ -7,7 +7,7 @@ passkey (Chromium's virtual authenticator). Email goes to a real SMTP server on 
 (aiosmtpd), started here; the tests read what it received.
 
 One project per server (the Redis chat project the browser tests also use), two production
-processes, booted once for every test of this module.
+processes and a worker, booted once for every test of this module.
 """
 
 import contextlib
