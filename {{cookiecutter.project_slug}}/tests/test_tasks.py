@@ -72,6 +72,18 @@ def test_the_sign_up_email_is_sent_by_the_worker_not_the_page(client, mailoutbox
     assert "/accounts/confirm-email/" in message.body
 
 
+def test_a_task_enqueued_from_async_code_is_run_by_the_worker(mailoutbox):
+    # async_to_sync: an event loop of its own, as an async view or a consumer has.
+    enqueue = async_to_sync(send_email.aenqueue)
+    result = enqueue("Hello", "Body", "from@example.com", ["to@example.com"])
+
+    run_worker()
+
+    async_to_sync(result.arefresh)()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert len(mailoutbox) == 1
+
+
 def test_the_running_task_of_a_worker_that_died_is_marked_failed(tmp_path):
     liveness = FileLiveness("default")
     liveness.folder = tmp_path
@@ -101,8 +113,7 @@ def test_the_running_task_of_a_worker_that_died_is_marked_failed(tmp_path):
 {%- if cookiecutter.websockets %}
 
 
-def test_a_task_enqueued_from_async_code_runs_in_the_worker():
-    # async_to_sync: an event loop of its own, as a consumer or an async view has.
+def test_the_rooms_count_is_kept_by_a_task_the_worker_runs():
     result = async_to_sync(count_messages.aenqueue)("lobby", 3)
 
     run_worker()
