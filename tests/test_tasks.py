@@ -32,7 +32,8 @@ import json
 from asgi_runtime.tasks import default_task_backend
 result = default_task_backend.get_result({id})
 error = result.errors[-1].exception_class_path if result.errors else None
-print(json.dumps([result.status, result.return_value if result.is_finished else None, error]))
+value = result.return_value if result.status == "SUCCESSFUL" else None
+print(json.dumps([result.status, value, error]))
 """
 
 
