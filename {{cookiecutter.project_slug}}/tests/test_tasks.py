@@ -10,10 +10,6 @@ from asgi_runtime.management.commands.tasks_worker import (
     fail_tasks_of_lost_workers,
 )
 from asgi_runtime.tasks import TaskResultStatus
-{%- if cookiecutter.websockets %}
-from rooms.models import Room
-from rooms.tasks import count_messages
-{%- endif %}
 from users.tasks import send_email
 
 # The worker claims tasks in transactions of its own.
@@ -110,16 +106,3 @@ def test_the_running_task_of_a_worker_that_died_is_marked_failed(tmp_path):
     # Once the live one stops too, its task is the next to go.
     liveness.release()
     assert fail_tasks_of_lost_workers(liveness, "default") == [str(running["alive"].id)]
-{%- if cookiecutter.websockets %}
-
-
-def test_the_rooms_count_is_kept_by_a_task_the_worker_runs():
-    result = async_to_sync(count_messages.aenqueue)("lobby", 3)
-
-    run_worker()
-
-    async_to_sync(result.arefresh)()
-    assert result.status == TaskResultStatus.SUCCESSFUL
-    assert result.return_value == 3
-    assert Room.objects.get(name="lobby").messages == 3
-{%- endif %}
