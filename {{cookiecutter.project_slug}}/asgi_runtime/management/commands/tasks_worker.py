@@ -12,7 +12,6 @@ SQLite database. When a worker starts, and every minute after, it marks FAILED t
 tasks of every worker whose lock is free, with WorkerLost as their error.
 """
 
-import atexit
 import fcntl
 import hashlib
 import logging
@@ -22,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
 from django.utils import timezone
 from django_tasks_db.management.commands.db_worker import Command as DatabaseWorkerCommand
 from django_tasks_db.models import DBTaskResult
@@ -53,9 +52,15 @@ class PostgresLiveness:
             cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key(worker_id)])
 
     def release(self):
-        with self.holder.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock_all()")
-        self.holder.close()
+        # Unlocked before closing: with Django's pool, closing returns the session to the pool
+        # rather than ending it. A session already lost holds no lock.
+        try:
+            with self.holder.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock_all()")
+        except DatabaseError:
+            pass
+        finally:
+            self.holder.close()
 
     def is_alive(self, worker_id):
         key = lock_key(worker_id)
@@ -152,14 +157,17 @@ class Command(DatabaseWorkerCommand):
         backend_name = options["backend_name"]
         liveness = liveness_for(alias)
         liveness.hold(options["worker_id"])
-        atexit.register(liveness.release)
-        self.sweep(liveness, backend_name)
-        if not options["batch"]:
-            sweeper = threading.Thread(
-                target=self.sweep_every_minute, args=(liveness, backend_name), daemon=True
-            )
-            sweeper.start()
-        super().handle(*args, **options)
+        try:
+            self.sweep(liveness, backend_name)
+            if not options["batch"]:
+                sweeper = threading.Thread(
+                    target=self.sweep_every_minute, args=(liveness, backend_name), daemon=True
+                )
+                sweeper.start()
+            super().handle(*args, **options)
+        finally:
+            # Also when called from code (call_command, tests): the lock's connection closes.
+            liveness.release()
 
     def sweep(self, liveness, backend_name):
         try:
