@@ -153,15 +153,31 @@ class Server:
     def memory_mib(self):
         """Resident memory of the server and every process in its session, in MiB."""
         total_kib = 0
-        for status in Path("/proc").glob("[0-9]*/status"):
+        for pid in self.session():
             try:
-                if os.getsid(int(status.parent.name)) != self.process.pid:
-                    continue
-                rss = re.search(r"^VmRSS:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-            except (OSError, ProcessLookupError):
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue  # gone meanwhile
+            rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
             total_kib += int(rss.group(1)) if rss else 0
         return total_kib / 1024
+
+    def session(self):
+        """{pid: command line} of every live process of the server's session (its own, and
+        whatever it started, in any process group), zombies aside."""
+        processes = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            pid = int(stat.parent.name)
+            try:
+                if os.getsid(pid) != self.process.pid:
+                    continue
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile
+            if state != "Z":
+                processes[pid] = command.decode(errors="replace").strip()
+        return processes
 
     def stop(self, timeout=10):
         """SIGTERM, as a process manager sends it; return (return code, seconds) or None."""
@@ -183,6 +199,10 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # Processes of its session in groups of their own (runserver's worker).
+        for pid in self.session():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:

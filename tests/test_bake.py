@@ -91,9 +91,11 @@ def test_dot_env_has_a_fresh_secret_and_is_ignored(baked_project, _cookiecutter_
 
 def test_readme_shows_the_exact_commands(baked_project):
     readme = (baked_project.path / "README.md").read_text()
-    for procfile in ("Procfile", "Procfile.dev"):
-        for process in ("web", "worker"):
+    for procfile, processes in (("Procfile", ("web", "worker")), ("Procfile.dev", ("web",))):
+        for process in processes:
             assert procfile_command(baked_project.path, procfile, process) in readme, procfile
+    # runserver runs the worker in development: a worker: line there would start a second one.
+    assert "worker:" not in (baked_project.path / "Procfile.dev").read_text()
 
 
 def test_every_readme_section_referred_to_exists(baked_project):

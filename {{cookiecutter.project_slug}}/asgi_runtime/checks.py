@@ -51,18 +51,19 @@ VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
 _running = False
 
 
-def procfile_command(name="Procfile"):
-    """The `web:` line of a Procfile as a shell would run it here: ${NAME:-default} expanded
-    from this environment, then split into words. [] if there is none."""
+def procfile_command(name="Procfile", process="web"):
+    """The `web:` (or another process's) line of a Procfile as a shell would run it here:
+    ${NAME:-default} expanded from this environment, then split into words. [] if there is
+    none."""
     try:
         lines = (settings.BASE_DIR / name).read_text().splitlines()
     except OSError:
         return []
     for line in lines:
-        if line.startswith("web:"):
+        if line.startswith(f"{process}:"):
             expanded = VARIABLE.sub(
                 lambda match: os.environ.get(match["name"]) or match["default"] or "",
-                line.removeprefix("web:"),
+                line.removeprefix(f"{process}:"),
             )
             return shlex.split(expanded)
     return []
