@@ -60,12 +60,13 @@ def free_port():
     raise AssertionError("no free port found")
 
 
-def procfile_command(project, name="Procfile"):
-    """The `web:` line: the one place each command is written, for users and tests alike."""
+def procfile_command(project, name="Procfile", process="web"):
+    """The `web:` (or `worker:`) line: the one place each command is written, for users and
+    tests alike."""
     for line in (project / name).read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise AssertionError(f"{name} has no web: line")
+        if line.startswith(f"{process}:"):
+            return line.removeprefix(f"{process}:").strip()
+    raise AssertionError(f"{name} has no {process}: line")
 
 
 # Only these pass from the caller's environment to the projects under test: never a
@@ -103,7 +104,7 @@ class Server:
 
     def __init__(self, project, command, env, log_path, ready_path="/healthz", timeout=40):
         self.project = project
-        self.port = int(env["PORT"])
+        self.port = int(env.get("PORT", 0))
         self.log_path = log_path
         self.started = time.monotonic()
         with open(log_path, "wb") as log:
@@ -124,6 +125,11 @@ class Server:
             if self.process.poll() is not None:
                 self.kill()  # whatever it left in its session
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log}")
+            if callable(path):  # a process that serves nothing: ready when it says so
+                if path(self.log):
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 if fetch(self.port, "GET", path, timeout=2)[0] == 200:
                     return
@@ -151,15 +157,31 @@ class Server:
     def memory_mib(self):
         """Resident memory of the server and every process in its session, in MiB."""
         total_kib = 0
-        for status in Path("/proc").glob("[0-9]*/status"):
+        for pid in self.session():
             try:
-                if os.getsid(int(status.parent.name)) != self.process.pid:
-                    continue
-                rss = re.search(r"^VmRSS:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-            except (OSError, ProcessLookupError):
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue  # gone meanwhile
+            rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
             total_kib += int(rss.group(1)) if rss else 0
         return total_kib / 1024
+
+    def session(self):
+        """{pid: command line} of every live process of the server's session (its own, and
+        whatever it started, in any process group), zombies aside."""
+        processes = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            pid = int(stat.parent.name)
+            try:
+                if os.getsid(pid) != self.process.pid:
+                    continue
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile
+            if state != "Z":
+                processes[pid] = command.decode(errors="replace").strip()
+        return processes
 
     def stop(self, timeout=10):
         """SIGTERM, as a process manager sends it; return (return code, seconds) or None."""
@@ -181,6 +203,10 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # Processes of its session in groups of their own (runserver's worker).
+        for pid in self.session():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:

@@ -126,6 +126,14 @@ def start_production_server(project, log, port=None, **variables):
     return Server(project.path, procfile_command(project.path), env, log)
 
 
+def start_worker(project, log, **variables):
+    """The Procfile's `worker:` line, in production mode, with the probe's tasks; ready once it
+    has looked for tasks of lost workers and started polling."""
+    env = project.probe_env(**variables)
+    command = procfile_command(project.path, process="worker")
+    return Server(project.path, command, env, log, ready_path=lambda log: "Starting worker" in log)
+
+
 @pytest.fixture(scope="session")
 def production_server(deployed_project, tmp_path_factory):
     """The production server of a deployed project, shared by the tests of its combination."""

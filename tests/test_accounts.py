@@ -1,14 +1,15 @@
 """
 Accounts on real production servers, every server: sign-up with the emailed verification link,
-a forgotten password reset by email, failed logins refused across two server processes that
-share Redis, staff signing in to the admin through the site's login (and its limits), and the
-rooms closed to visitors who are not signed in; then, on uvicorn and granian, a real browser
-signs up, verifies its address from the email and signs in with a passkey (Chromium's virtual
-authenticator), and with an authenticator app's code and a recovery code. Email goes to a real
-SMTP server on loopback (aiosmtpd), started here; the tests read what it received.
+a forgotten password reset by email (sent by the project's worker process), failed logins
+refused across two server processes that share Redis, staff signing in to the admin through the
+site's login (and its limits), and the rooms closed to visitors who are not signed in; then, on
+uvicorn and granian, a real browser signs up, verifies its address from the email and signs in
+with a passkey (Chromium's virtual authenticator), and with an authenticator app's code and a
+recovery code. Email goes to a real SMTP server on loopback (aiosmtpd), started here; the tests
+read what it received.
 
 One project per server (the Redis chat project the browser tests also use), two production
-processes, booted once for every test of this module.
+processes and a worker, booted once for every test of this module.
 """
 
 import base64
@@ -35,7 +36,7 @@ from websockets.exceptions import ConnectionClosed
 from browsing import fill_in_sign_up, policy_violations
 from harness import HTTPS, free_port, wait_for, websocket
 from matrix import OPTIONS, chat_answers, combination_id, only_when
-from projects import Project, start_production_server
+from projects import Project, start_production_server, start_worker
 from services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -82,6 +83,7 @@ class Mailbox:
 class Site:
     project: Project
     servers: list
+    worker: object
     mailbox: Mailbox
     names: list = field(default_factory=list)
 
@@ -93,7 +95,7 @@ class Site:
     def problems(self):
         return [
             line
-            for server in self.servers
+            for server in [*self.servers, self.worker]
             for line in server.log_problems()
             if not EXPECTED_WARNINGS.search(line)
         ]
@@ -131,7 +133,9 @@ def site(request, deployed_chat_project, tmp_path_factory):
             )
             for port in ports
         ]
-        yield Site(project, servers, mailbox)
+        # The site's email is sent by its worker (Procfile's worker: line).
+        worker = running.enter_context(start_worker(project, logs / "worker.log", **variables))
+        yield Site(project, servers, worker, mailbox)
 
 
 class Visitor:
@@ -197,9 +201,9 @@ def signed_up(site, visitor):
     # Not before the address is verified.
     assert visitor.log_in(name)[:2] == (302, "/accounts/confirm-email/")
     assert visitor.signed_in_as() is None
-    assert len(site.mailbox.received(address)) == 1  # Not sent twice in 3 minutes.
 
     link = site.mailbox.link(address)
+    assert len(site.mailbox.received(address)) == 1  # Not sent twice in 3 minutes.
     assert link.startswith("/accounts/confirm-email/")
     assert visitor.submit(link)[0] == 302
     return name
@@ -210,6 +214,8 @@ def test_sign_up_verify_the_address_then_log_in(site):
     name = signed_up(site, visitor)
     [message] = site.mailbox.received(f"{name}@example.com")
     assert message["From"] == "Chat Demo <noreply@example.com>"
+    # Sent by the worker, after the sign-up page had answered.
+    assert "users.tasks.send_email state=SUCCESSFUL" in site.worker.log
 
     assert visitor.log_in(name)[:2] == (302, "/")
     assert visitor.signed_in_as() == name

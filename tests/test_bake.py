@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cookiecutter.config import get_user_config
 
-from harness import BIN, environment, run
+from harness import BIN, environment, procfile_command, run
 from matrix import COMBINATIONS, NONSENSE, TEMPLATE, combination_id
 
 LEFTOVER_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|cookiecutter\.")
@@ -91,9 +91,11 @@ def test_dot_env_has_a_fresh_secret_and_is_ignored(baked_project, _cookiecutter_
 
 def test_readme_shows_the_exact_commands(baked_project):
     readme = (baked_project.path / "README.md").read_text()
-    for procfile in ("Procfile", "Procfile.dev"):
-        line = (baked_project.path / procfile).read_text().strip().removeprefix("web:").strip()
-        assert line in readme, procfile
+    for procfile, processes in (("Procfile", ("web", "worker")), ("Procfile.dev", ("web",))):
+        for process in processes:
+            assert procfile_command(baked_project.path, procfile, process) in readme, procfile
+    # runserver runs the worker in development: a worker: line there would start a second one.
+    assert "worker:" not in (baked_project.path / "Procfile.dev").read_text()
 
 
 def test_every_readme_section_referred_to_exists(baked_project):

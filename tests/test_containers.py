@@ -7,13 +7,14 @@ unmodified. Each server's project is baked, locked and built once per run.
 
 import http.client
 import json
+import re
 import time
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
 import containers
-from harness import BIN, environment, get_json, receive_json, run, wait_for
+from harness import BIN, environment, fetch, get_json, receive_json, run, wait_for
 from matrix import OPTIONS
 from projects import bake
 from services import unavailable
@@ -116,7 +117,22 @@ def room_client(stack, index):
     )
 
 
-def test_the_compose_stack_shares_rooms_and_tells_what_is_down(boxed_project):
+def busiest_rooms(stack):
+    """The /rooms/ page's list of the busiest rooms, which the worker's tasks count."""
+    try:
+        _, _, page = fetch(stack.port("web", 8000), "GET", "/rooms/")
+    except (OSError, http.client.HTTPException):
+        return ""
+    listed = re.search(r'<p id="busiest">(.*?)</p>', page.decode(), re.S)
+    return " ".join(listed.group(1).split()) if listed else ""
+
+
+WAITING_TASKS = (
+    "from django_tasks_db.models import DBTaskResult; print(DBTaskResult.objects.ready().count())"
+)
+
+
+def test_the_compose_stack_shares_rooms_runs_tasks_and_tells_what_is_down(boxed_project):
     project, _ = boxed_project
     began = time.monotonic()
     with containers.compose_project(project.path / "compose.yaml", env={"WEB_PORT": ""}) as stack:
@@ -125,6 +141,7 @@ def test_the_compose_stack_shares_rooms_and_tells_what_is_down(boxed_project):
         stack.wait_healthy("db", "redis")
         stack.compose("run", "--rm", "migrate")
         stack.up("web", scale={"web": 2}, no_deps=True)
+        stack.up("worker", no_deps=True)
         for index in (1, 2):
             wait_for(lambda i=index: ready_status(stack, i)[0] == 200, 60, f"web {index} ready")
         print(f"\ncompose stack ready in {time.monotonic() - began:.1f} s")
@@ -133,6 +150,24 @@ def test_the_compose_stack_shares_rooms_and_tells_what_is_down(boxed_project):
             for sender, text in ((alice, "across replicas"), (bob, "and back")):
                 sender.send(json.dumps({"message": text}))
                 assert [receive_json(client)["message"] for client in (alice, bob)] == [text] * 2
+        # Each member's messages are counted as it leaves, by a task the worker service runs.
+        wait_for(lambda: "boxed (2 messages)" in busiest_rooms(stack), 60, "the worker's count")
+        # `docker compose stop`: SIGTERM; between tasks the worker exits at once, cleanly.
+        stack.stop("worker", timeout=30)
+        [worker] = stack.containers("worker")
+        assert worker["ExitCode"] == 0, stack.logs("worker")
+
+        # The image's documented worker command (Dockerfile, README.md), with --batch to exit
+        # once nothing is left: it runs what was enqueued while no worker ran.
+        with room_client(stack, 1) as carol:
+            carol.send(json.dumps({"message": "while the worker is away"}))
+            receive_json(carol)
+        waiting = ["python", "manage.py", "shell", "--no-imports", "-c", WAITING_TASKS]
+        wait_for(lambda: stack.exec("web", *waiting).stdout.strip() == "1", 30, "carol's task")
+        assert "boxed (2 messages)" in busiest_rooms(stack)
+        documented = ["python", "manage.py", "tasks_worker"]
+        stack.compose("run", "--rm", "--no-deps", "worker", *documented, "--batch")
+        assert "boxed (3 messages)" in busiest_rooms(stack)
 
         for service, check in (("redis", "redis"), ("db", "database")):
             stack.stop(service)

@@ -1,8 +1,9 @@
 """
 The first hour, per server, as a new user lives it: bake with the defaults, run the README's
-quick start as written (on Python 3.13, with uv), sign up, chat over a WebSocket, edit a view
-while chatting (the server restarts, the socket is closed with "service restart" and
-reconnects), run the project's tests, stop.
+quick start as written (on Python 3.13, with uv), sign up (the email arrives, sent by the
+worker runserver runs), chat over a WebSocket, edit a view while chatting (the server
+restarts, the socket is closed with "service restart" and reconnects), run the project's
+tests, stop.
 """
 
 import json
@@ -19,7 +20,7 @@ from test_install import newer_python  # noqa: F401 - a fixture, used by name
 from test_serving import closed_for_a_restart
 from websockets.sync.client import connect as ws_connect
 
-from harness import BIN, Server, fetch, free_port, receive_json, run
+from harness import BIN, Server, fetch, free_port, receive_json, run, wait_for
 from matrix import OPTIONS
 from projects import bake
 
@@ -95,6 +96,8 @@ def test_the_first_hour(cookies, server, newer_python, tmp_path):  # noqa: F811
     command, log = f"{second} {port}", tmp_path / "dev.log"
     with Server(project.path, command, {**env, "PORT": str(port)}, log, timeout=120) as dev:
         session = sign_up(dev.port, username, password)
+        # Its email, sent by the worker that runserver runs (no second command), on the console.
+        wait_for(lambda: "/accounts/confirm-email/" in dev.log, 30, "the sign-up's email")
         # Writing the database (the sign-up) restarted nothing: the session still works.
         status, _, page = fetch(dev.port, "GET", "/rooms/", {"Cookie": f"sessionid={session}"})
         assert status == 200 and username.encode() in page

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 
 NEWER_PYTHON = "3.13"
 EVERYTHING = {"websockets": True, "channel_layer": "redis", "database": "postgresql"}
+ENQUEUE = "from rooms.tasks import count_messages; count_messages.enqueue('lobby', 2)"
+COUNTED = "from rooms.models import Room; print(Room.objects.get(name='lobby').messages)"
 
 
 def runs(python):
@@ -88,7 +90,7 @@ def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_
     venv = project.path / ".venv" / "bin"
     env = project.production_env(bin_dir=venv, UV_PYTHON_DOWNLOADS="never")
     uv_run = [BIN / "uv", "run", "--python", newer_python]
-    version, *_ = run_steps(
+    version, *_, worker, counted = run_steps(
         project,
         env,
         [
@@ -107,9 +109,15 @@ def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_
                 f"import {project.slug}.asgi",
             ],
             [*uv_run, "pytest", "-q", "-p", "no:cacheprovider"],
+            # A task through the worker process, on Django 6's own django.tasks.
+            [*uv_run, "python", "manage.py", "shell", "--no-imports", "-c", ENQUEUE],
+            [*uv_run, "python", "manage.py", "tasks_worker", "--batch", "--no-startup-delay"],
+            [*uv_run, "python", "manage.py", "shell", "--no-imports", "-c", COUNTED],
         ],
     )
     assert version.strip().splitlines()[-1].startswith("6."), version
+    assert "rooms.tasks.count_messages state=SUCCESSFUL" in worker
+    assert counted.strip().splitlines()[-1] == "2"
     assert (project.path / "uv.lock").is_file()
     serves_rooms(project, env, tmp_path / "server.log")
 

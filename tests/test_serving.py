@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -685,11 +686,39 @@ def closed_for_a_restart(server, closed):
     return code == SERVICE_RESTART[server] or (server == "granian" and code is None)
 
 
+# A task enqueued in development, as a view enqueues one; its status once a worker ran it, or
+# READY if none did within 30 s.
+DEVELOPMENT_TASK = """
+import time
+from rooms.tasks import count_messages
+result = count_messages.enqueue({room!r}, 1)
+for _ in range(300):
+    result.refresh()
+    if result.status not in ("READY", "RUNNING"):
+        break
+    time.sleep(0.1)
+print(result.status)
+"""
+
+
+def task_status_in_development(project, env, room):
+    code = DEVELOPMENT_TASK.format(room=room)
+    completed = project.manage("shell", "--no-imports", "-c", code, env=env)
+    assert completed.returncode == 0, completed.stdout
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def workers_of(server):
+    """The background tasks' workers among the processes a server started."""
+    return [pid for pid, command in server.session().items() if "tasks_worker" in command]
+
+
 @once_per_server_with_websockets
 def test_runserver_runs_the_server_and_restarts_it_for_code_only(deployed_project, tmp_path):
     """`manage.py runserver PORT`, as Django developers type it: the ASGI server, static files,
-    WebSockets; writes to the database, a log or Redis' dump.rdb restart nothing; editing a
-    view restarts the server, which closes an open WebSocket with 1012 rather than wait."""
+    WebSockets, and the background tasks' worker; writes to the database, a log or Redis'
+    dump.rdb restart nothing; editing a view restarts the server, which closes an open
+    WebSocket with 1012 rather than wait, and the worker. Stopped, it leaves no process."""
     project = deployed_project
     env = project.development_env(PORT=free_port())
     views = project.path / "rooms" / "views.py"
@@ -701,6 +730,9 @@ def test_runserver_runs_the_server_and_restarts_it_for_code_only(deployed_projec
     with Server(project.path, command, env, tmp_path / "dev.log") as dev:
         try:
             assert fetch(dev.port, "GET", "/static/admin/css/base.css")[0] == 200
+            # No second command: runserver runs the worker too.
+            assert task_status_in_development(project, env, "before") == "SUCCESSFUL", dev.log
+            [worker] = workers_of(dev)
             with websocket(dev) as alice:
                 alice.send(json.dumps({"message": "hello"}))
                 assert receive_json(alice)["message"] == "hello"
@@ -733,6 +765,10 @@ def test_runserver_runs_the_server_and_restarts_it_for_code_only(deployed_projec
                     pass  # restarting
                 assert time.monotonic() < deadline, f"no reload after 30 s:\n{dev.log}"
                 time.sleep(0.5)
+            # The worker was restarted with the server: one, a new one, running the new code.
+            wait_for(lambda: workers_of(dev) not in ([], [worker]), 30, "a new worker")
+            assert task_status_in_development(project, env, "after") == "SUCCESSFUL", dev.log
+            assert len(workers_of(dev)) == 1
             with websocket(dev) as bob:  # The page's reconnection finds the new server.
                 bob.send(json.dumps({"message": "back"}))
                 assert receive_json(bob)["message"] == "back"
@@ -747,6 +783,11 @@ def test_runserver_runs_the_server_and_restarts_it_for_code_only(deployed_projec
             routing.write_text(routing_original)
             for path in written:
                 path.unlink(missing_ok=True)
+        # SIGTERM to runserver alone, as a process manager sends it (Ctrl-C in a terminal
+        # reaches the whole process group): the server and the worker stop with it.
+        dev.process.send_signal(signal.SIGTERM)
+        dev.process.wait(30)
+        wait_for(lambda: not dev.session(), 30, "runserver's server and worker to stop")
     assert "Traceback" not in dev.log
 
 

@@ -1,6 +1,9 @@
 import pytest
 
 from asgi_runtime import testing
+from asgi_runtime.tasks import ImmediateBackend
+
+IMMEDIATE_BACKEND = f"{ImmediateBackend.__module__}.{ImmediateBackend.__name__}"
 
 
 @pytest.fixture
@@ -38,6 +41,12 @@ def test_settings(settings, tmp_path):
     # Passwords hashed in microseconds: production's hasher takes a good part of a second, by
     # design, for each sign-up and each login (failed ones too).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Background tasks run at once, inside the test that enqueues them (the site's email lands
+    # in mailoutbox); tests/test_tasks.py runs the database backend and its worker.
+    settings.TASKS = {"default": {"BACKEND": IMMEDIATE_BACKEND}}
+    # Which production refuses (asgi.E013): the application, imported by a test's client,
+    # must start here all the same.
+    settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "asgi.E013"]
     # An empty cache of each test's own: no rate limit counted by one test holds up another.
     settings.CACHES = {
         "default": {

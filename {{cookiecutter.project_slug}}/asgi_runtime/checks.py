@@ -51,18 +51,19 @@ VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
 _running = False
 
 
-def procfile_command(name="Procfile"):
-    """The `web:` line of a Procfile as a shell would run it here: ${NAME:-default} expanded
-    from this environment, then split into words. [] if there is none."""
+def procfile_command(name="Procfile", process="web"):
+    """The `web:` (or another process's) line of a Procfile as a shell would run it here:
+    ${NAME:-default} expanded from this environment, then split into words. [] if there is
+    none."""
     try:
         lines = (settings.BASE_DIR / name).read_text().splitlines()
     except OSError:
         return []
     for line in lines:
-        if line.startswith("web:"):
+        if line.startswith(f"{process}:"):
             expanded = VARIABLE.sub(
                 lambda match: os.environ.get(match["name"]) or match["default"] or "",
-                line.removeprefix("web:"),
+                line.removeprefix(f"{process}:"),
             )
             return shlex.split(expanded)
     return []
@@ -371,6 +372,29 @@ def check_production_can_send_email(app_configs, **kwargs):
             "smtp+tls://user:password@smtp.example.com:587 (README.md, Email).",
             id="asgi.E012",
         )
+    ]
+
+
+@checks.register("asgi")
+def check_production_runs_tasks_in_a_worker(app_configs, **kwargs):
+    if settings.DEBUG:
+        return []
+    from .tasks import DummyBackend, ImmediateBackend, task_backends
+
+    problems = {
+        ImmediateBackend: "runs each task inside the request that enqueues it",
+        DummyBackend: "runs no task at all: every task enqueued vanishes",
+    }
+    return [
+        checks.Error(
+            f"TASKS[{alias!r}] is {type(backend).__name__}, which {problem}, in production.",
+            hint='Use the database backend, run by `manage.py tasks_worker`: "BACKEND": '
+            '"django_tasks_db.DatabaseBackend" (README.md, "Background tasks").',
+            id="asgi.E013",
+        )
+        for alias, backend in ((alias, task_backends[alias]) for alias in task_backends.settings)
+        for kind, problem in problems.items()
+        if isinstance(backend, kind)
     ]
 
 

@@ -10,6 +10,9 @@ else gets {"error": "..."} and the connection stays open, and so does a message 
 would be larger than WEBSOCKET_MAX_MESSAGE_BYTES: servers close a connection that is sent more
 (daphne does), so one member's message would close everyone's.
 
+As a member leaves, a background task adds the messages it sent to the room's count, which
+the page shows (tasks.py).
+
 A message the channel layer did not confirm in time gets {"error": "...", "id": "<id>"}: it
 may still reach the room (a Redis that was frozen, not down, delivers it when it wakes). Send
 it again with that id, {"message": "<text>", "id": "<id>"}, and members who already have it
@@ -27,11 +30,14 @@ import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 {%- if cookiecutter.channel_layer == "redis" %}
 from redis.exceptions import RedisError
 {%- endif %}
 
 from asgi_runtime.consumers import GroupMember
+
+from .tasks import count_messages
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +72,10 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
             await send({"type": "websocket.close"})
 
     async def connect(self):
-        self.group = "room.{}".format(self.scope["url_route"]["kwargs"]["room"])
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = f"room.{self.room}"
+        # Messages this member sent, added to the room's count as it leaves (tasks.py).
+        self.sent = 0
         # The ids of the latest messages this member got, so that a message sent again is not
         # passed on twice.
         self.recent = collections.deque(maxlen=64)
@@ -88,6 +97,11 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         except CHANNEL_LAYER_ERRORS:
             # Nothing to do: membership expires on its own (the layer's group_expiry).
             logger.warning("channel layer unavailable, could not leave %s", self.group)
+        if self.sent:
+            try:
+                await count_messages.aenqueue(self.room, self.sent)
+            except DatabaseError:
+                logger.warning("database unavailable, %s messages left uncounted", self.sent)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # The base class would raise on invalid JSON and drop the connection: answer instead.
@@ -131,6 +145,8 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
             logger.warning("channel layer unavailable, message to %s not confirmed", self.group)
             error = "The room may not have received the message: send it again with this id."
             await self.send_json({"error": error, "id": event["id"]})
+            return
+        self.sent += 1
 
     async def send_to_room(self, event):
         try:

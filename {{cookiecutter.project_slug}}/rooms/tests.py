@@ -11,6 +11,8 @@ from django.conf import settings
 
 from {{ cookiecutter.project_slug }}.asgi import application
 
+from .models import Room
+
 # Consumers run in their own threads and tasks: only committed data is visible to them.
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,3 +204,17 @@ def test_production_lets_only_signed_in_users_in_by_default(debug, required):
     )
 
     assert shown.stdout.strip() == required, shown.stderr
+
+
+async def test_a_member_who_leaves_adds_its_messages_to_the_rooms_count():
+    """Through a task, enqueued by the consumer (run at once in tests: conftest.py)."""
+    alice = connect("/ws/rooms/busy/")
+    assert (await alice.connect())[0]
+    for text in ("one", "two"):
+        await alice.send_json_to({"message": text})
+        await alice.receive_json_from()
+    assert not await Room.objects.filter(name="busy").aexists()
+
+    await alice.disconnect()
+
+    assert (await Room.objects.aget(name="busy")).messages == 2

@@ -118,6 +118,11 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    # Background tasks (README.md, "Background tasks"): the database backend, its worker
+    # (`manage.py tasks_worker`) and its admin pages. Django 5.2 has the framework from the
+    # django-tasks backport.
+    "django_tasks_db",
+    *(["django_tasks"] if django.VERSION < (6, 0) else []),
 ]
 
 MIDDLEWARE = [
@@ -246,6 +251,17 @@ ACCOUNT_RATE_LIMITS = {
     "confirm_email": "1/3m/key",
     "change_password": "5/m/user",
 }
+
+
+# Background tasks: work that runs after the response, in a worker process (Procfile's
+# `worker:` line), such as the site's email. The database backend keeps each task in a table of
+# the site's own database, so nothing else has to run, a task enqueued in a transaction that
+# rolls back is never run, and results stay there until `manage.py prune_db_task_results`
+# deletes them. An immediate or dummy backend in production is refused (check asgi.E013).
+# https://docs.djangoproject.com/en/stable/topics/tasks/
+# https://github.com/RealOrangeOne/django-tasks-db
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 
 # Database, from DATABASE_URL.

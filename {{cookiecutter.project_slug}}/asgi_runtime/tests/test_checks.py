@@ -1,6 +1,8 @@
 """The system checks of checks.py: silent on this project, and each mistake caught."""
 
+import os
 import sys
+from importlib import import_module
 
 import django
 import pytest
@@ -10,8 +12,15 @@ from django.core.management import call_command
 from django.db.utils import ConnectionHandler
 
 from asgi_runtime import checks as asgi_checks
+from asgi_runtime import tasks as asgi_tasks
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture(autouse=True)
+def project_task_backend(settings):
+    """The project's own task backend: conftest.py runs the tests' tasks at once instead."""
+    settings.TASKS = import_module(os.environ["DJANGO_SETTINGS_MODULE"]).TASKS
 
 
 def ids(messages):
@@ -291,3 +300,16 @@ def test_start_up_checks_leave_the_database_alone():
     # No database access is allowed in this test: since Django 6.1 a model with a JSONField
     # (allauth.mfa's Authenticator) queries SQLite in its check unless told there is no database.
     asgi_checks.run_checks_at_start_up()
+
+
+@pytest.mark.parametrize("backend", ["ImmediateBackend", "DummyBackend"])
+def test_production_runs_tasks_in_a_worker(settings, backend):
+    """An immediate backend would run tasks inside requests, a dummy one would drop them."""
+    kind = getattr(asgi_tasks, backend)
+    settings.TASKS = {"default": {"BACKEND": f"{kind.__module__}.{kind.__name__}"}}
+    assert "asgi.E013" in ids(checks.run_checks(tags=["asgi"]))
+    settings.DEBUG = True
+    assert "asgi.E013" not in ids(checks.run_checks(tags=["asgi"]))
+    settings.DEBUG = False
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    assert "asgi.E013" not in ids(checks.run_checks(tags=["asgi"]))

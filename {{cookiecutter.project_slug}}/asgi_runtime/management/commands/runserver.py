@@ -8,6 +8,11 @@ it is written: only its address and port come from the command line, and it runs
 What development adds is around it: Django's own reloader, which watches the project's Python
 modules and template folders (never the database, logs or other data files), and debug
 settings from .env (ServeStatic then serves static files from the apps, as they change).
+
+The background tasks' worker, Procfile's `worker:` line, runs beside the server (`--noworker`:
+not), so that what a page enqueues, the sign-up's email among it, runs without a second
+command. It is stopped with the server, restarted with it on a reload, and gets SIGTERM too if
+runserver dies: no worker outlives runserver.
 {%- if cookiecutter.websockets %}
 
 A reload stops the server as a deploy does, with SIGTERM: every open WebSocket is closed with
@@ -42,14 +47,24 @@ from asgi_runtime.checks import procfile_command, server_name
 STOP_SECONDS = 10
 
 
-def server_command(host, port):
-    """Procfile's `web:` line for one process on host:port, its program found next to Python."""
-    os.environ.update(HOST=host, PORT=str(port), WEB_CONCURRENCY="1")
-    command = procfile_command()
+def next_to_python(command):
+    """A Procfile command with its program found next to this Python (the project's .venv)."""
     if command:
         program = shutil.which(command[0], path=Path(sys.executable).parent)
         command[0] = program or command[0]
     return command
+
+
+def server_command(host, port):
+    """Procfile's `web:` line for one process on host:port."""
+    os.environ.update(HOST=host, PORT=str(port), WEB_CONCURRENCY="1")
+    return next_to_python(procfile_command())
+
+
+def worker_command():
+    """Procfile's `worker:` line, without a reloader of its own: runserver's restarts it."""
+    command = next_to_python(procfile_command(process="worker"))
+    return [*command, "--no-reload"] if command else []
 
 
 try:
@@ -59,9 +74,16 @@ except OSError:
 
 
 def stop_with_parent():
-    """Runs in the server's process before it starts: it gets SIGTERM if runserver dies (Linux)."""
+    """Runs in the server's and the worker's processes before they start, and in the process
+    the reloader runs the server from: each gets SIGTERM when its parent dies (Linux)."""
     with contextlib.suppress(AttributeError):
         LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def exit_on_sigterm(signum, frame):
+    """SIGTERM (or the parent's death) stops this process as Ctrl-C does: exit handlers stop
+    the server and the worker, and wait for them."""
+    raise SystemExit(128 + signum)
 
 
 def watch_project_sources(sender, **kwargs):
@@ -74,14 +96,34 @@ def watch_project_sources(sender, **kwargs):
 
 
 class Command(DjangoRunserverCommand):
-    help = "Runs the ASGI server of Procfile, restarting it when code or templates change."
+    help = (
+        "Runs the ASGI server of Procfile and its background tasks' worker, restarting both "
+        "when code or templates change."
+    )
 
     server = None
+    worker = None
     stopping = False
     lock = threading.Lock()
 
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--noworker",
+            action="store_false",
+            dest="use_worker",
+            help="Do not run the background tasks' worker (Procfile's worker: line) too.",
+        )
+
     def run(self, **options):
         autoreload.autoreload_started.connect(watch_project_sources)
+        reloader_child = os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true"
+        if reloader_child:
+            # It runs the server and the worker: it stops them if the process that started it
+            # (the one a terminal or a process manager signals) dies.
+            stop_with_parent()
+        if reloader_child or not options["use_reloader"]:
+            signal.signal(signal.SIGTERM, exit_on_sigterm)
         super().run(**options)
 
     def inner_run(self, *args, **options):
@@ -95,18 +137,29 @@ class Command(DjangoRunserverCommand):
             self.stderr.write("Procfile has no web: line: there is no server to run.")
             os._exit(1)
         address = f"[{self.addr}]" if self._raw_ipv6 else self.addr
+        worker = worker_command() if options["use_worker"] else []
         self.stdout.write(
             f"Starting {server_name(command)} at http://{address}:{self.port}/ (Procfile's "
             "command, one process)\n"
+            + ("and the background tasks' worker (Procfile's worker: line)\n" if worker else "")
             + ("Reloading when code or templates change. " if options["use_reloader"] else "")
             + f"Quit the server with {'CTRL-BREAK' if sys.platform == 'win32' else 'CONTROL-C'}."
         )
         self.stdout.flush()
+        atexit.register(self.stop_processes)
         with self.lock:
+            if self.stopping:  # SIGTERM came first
+                return
             self.server = subprocess.Popen(
                 command, cwd=settings.BASE_DIR, preexec_fn=stop_with_parent
             )
-        atexit.register(self.stop_server)
+            if worker:
+                # In a process group of its own, out of reach of the terminal's Ctrl-C: it gets
+                # one SIGTERM, from here, and finishes the task in hand (a second signal would
+                # interrupt it).
+                self.worker = subprocess.Popen(
+                    worker, cwd=settings.BASE_DIR, preexec_fn=stop_with_parent, process_group=0
+                )
         if options["use_reloader"]:
             autoreload.file_changed.connect(self.reload, weak=False)
         code = self.server.wait()
@@ -115,21 +168,24 @@ class Command(DjangoRunserverCommand):
         if code not in (0, -signal.SIGTERM, -signal.SIGKILL) and not self.stopping:
             self.stderr.write(f"The server stopped (exit status {code}): fix it, then save a file.")
 
-    def stop_server(self):
-        """SIGTERM, as a deploy sends it; SIGKILL if the server is still there after a while."""
+    def stop_processes(self):
+        """SIGTERM to the server and the worker, as a deploy sends it: the worker finishes the
+        task in hand. SIGKILL for either still there after a while."""
         with self.lock:
-            server, self.stopping = self.server, True
-        if server is None or server.poll() is not None:
-            return
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            self.stopping = True
+            running = [p for p in (self.server, self.worker) if p and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def reload(self, sender, file_path, **kwargs):
         # A template is no Python module: Django's reloader would only clear its template
-        # cache, but the templates are cached in the server's process. Restart for both.
-        self.stop_server()
+        # cache, but the templates are cached in the server's process. Restart for both. The
+        # worker imports the code too: restarted with the server.
+        self.stop_processes()
         autoreload.trigger_reload(file_path)
