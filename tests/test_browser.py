@@ -151,10 +151,11 @@ def test_the_admin_works_under_the_content_security_policy(browser, deployed_pro
         with start_production_server(
             deployed_project, tmp_path / "server.log", port, DJANGO_CSRF_TRUSTED_ORIGINS=site
         ):
+            # The admin sends staff to the site's login, then back.
             page.goto(f"{site}/admin/")
-            page.fill("#id_username", ADMIN_USER["username"])
+            page.fill("#id_login", ADMIN_USER["username"])
             page.fill("#id_password", ADMIN_USER["password"])
-            page.click("input[type=submit]")
+            page.click("main form button[type=submit]")
             expect(page.locator("#user-tools")).to_contain_text(ADMIN_USER["username"])
             # The list's actions (a script of the admin's), and a form with its widgets.
             page.goto(f"{site}/admin/users/user/")
