@@ -19,5 +19,6 @@ def routes_of(module):
 websocket_urlpatterns = [
     *routes_of("rooms.routing"),
     # Last: refuse every other path, "/" included, instead of URLRouter's "No route found".
-    re_path(r"", NoRouteConsumer.as_asgi()),
+    # (The ignore: Django's stubs expect re_path() to route to views, Channels to consumers.)
+    re_path(r"", NoRouteConsumer.as_asgi()),  # type: ignore[arg-type]
 ]

@@ -77,7 +77,7 @@ def stop_with_parent():
     """Runs in the server's and the worker's processes before they start, and in the process
     the reloader runs the server from: each gets SIGTERM when its parent dies (Linux)."""
     with contextlib.suppress(AttributeError):
-        LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        LIBC.prctl(1, signal.SIGTERM)  # type: ignore[union-attr]  # PR_SET_PDEATHSIG
 
 
 def exit_on_sigterm(signum, frame):
@@ -104,6 +104,10 @@ class Command(DjangoRunserverCommand):
     server = None
     worker = None
     stopping = False
+    # Set by Django's runserver from the command line (not in its stubs).
+    addr: str
+    port: str
+    _raw_ipv6: bool
     lock = threading.Lock()
 
     def add_arguments(self, parser):
