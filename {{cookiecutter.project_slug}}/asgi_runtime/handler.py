@@ -64,8 +64,8 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import reset_urlconf
 from django.core.signals import setting_changed
-from django.dispatch import Signal
 from django.db import close_old_connections, reset_queries
+from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 from django.utils.log import log_response

@@ -82,9 +82,7 @@ def test_settings_name_djangos_middleware_and_the_handler_loads_the_fast_ones():
     handler = FastASGIHandler()
     # The CSRF middleware's process_view is the one hook Django keeps a list of.
     hooks = handler._view_middleware  # type: ignore[attr-defined]  # Django's, private.
-    assert [type(hook.__self__) for hook in hooks] == [
-        middleware.CsrfViewMiddleware
-    ]
+    assert [type(hook.__self__) for hook in hooks] == [middleware.CsrfViewMiddleware]
 
 
 @pytest.fixture
