@@ -70,14 +70,14 @@ def worker_command():
 try:
     LIBC = ctypes.CDLL(None, use_errno=True)  # Loaded here: never between fork and exec.
 except OSError:
-    LIBC = None
+    LIBC = None  # type: ignore[assignment]  # stop_with_parent() then does nothing.
 
 
 def stop_with_parent():
     """Runs in the server's and the worker's processes before they start, and in the process
     the reloader runs the server from: each gets SIGTERM when its parent dies (Linux)."""
     with contextlib.suppress(AttributeError):
-        LIBC.prctl(1, signal.SIGTERM)  # type: ignore[union-attr]  # PR_SET_PDEATHSIG
+        LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def exit_on_sigterm(signum, frame):
