@@ -1,8 +1,8 @@
 """
 The settings mypy's Django plugin imports ([tool.django-stubs] in pyproject.toml): the project's
 own, in production mode, with placeholders for what production must set, so that type checking
-needs no .env, no secret and no running database or Redis. The plugin sets these variables for
-its own import only; nothing else reads this module.
+needs no .env, no secret and no service running. The plugin sets these variables for its own
+import only; nothing else reads this module.
 """
 
 import os
