@@ -1,7 +1,7 @@
 """
 The demo chat room comes out as the generated README says, and nothing project-wide goes with
-it: checks and tests still pass, WebSocket handshakes are still refused cleanly, and runserver
-still runs the ASGI server.
+it: checks, tests, lint and type checking still pass, WebSocket handshakes are still refused
+cleanly, and runserver still runs the ASGI server.
 """
 
 import re
@@ -58,6 +58,8 @@ def test_the_project_still_checks_and_tests_clean(project_without_demo):
     assert tests.returncode == 0, tests.stdout
     lint = run(project.path, [BIN / "ruff", "check", "."], project.production_env())
     assert lint.returncode == 0, lint.stdout
+    types = run(project.path, [BIN / "mypy", "--cache-dir", "/dev/null", "."], environment())
+    assert types.returncode == 0, types.stdout
     assert "rooms" not in (project.path / project.slug / "settings.py").read_text()
 
 

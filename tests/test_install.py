@@ -109,6 +109,8 @@ def test_uv_installs_the_project_and_it_serves(fresh_project, newer_python, tmp_
                 f"import {project.slug}.asgi",
             ],
             [*uv_run, "pytest", "-q", "-p", "no:cacheprovider"],
+            # Type checking against Django 6's installed packages (the matrix checks on 5.2).
+            [*uv_run, "mypy", "."],
             # A task through the worker process, on Django 6's own django.tasks.
             [*uv_run, "python", "manage.py", "shell", "--no-imports", "-c", ENQUEUE],
             [*uv_run, "python", "manage.py", "tasks_worker", "--batch", "--no-startup-delay"],

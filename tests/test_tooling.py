@@ -1,6 +1,7 @@
 """
 The generated project's own tooling: its CI workflow (valid, and running the README's
-commands), its pre-commit hooks (passing on a fresh bake), and its lock file (committed).
+commands), type checking (mypy passing on a fresh bake), its pre-commit hooks (passing on a
+fresh bake), and its lock file (committed).
 """
 
 import re
@@ -17,6 +18,22 @@ from matrix import once_per_server
 
 def workflow(project):
     return yaml.safe_load((project.path / ".github" / "workflows" / "ci.yml").read_text())
+
+
+def pre_commit_hooks(project):
+    config = yaml.safe_load((project.path / ".pre-commit-config.yaml").read_text())
+    return {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+
+
+def mypy_environment(project, **variables):
+    """Where `uv run mypy` finds mypy here: this suite's environment, as it is (no sync, no
+    uv.lock written); one mypy cache per bake, outside the project."""
+    return environment(
+        UV_NO_SYNC="1",
+        UV_PROJECT_ENVIRONMENT=BIN.parent,
+        MYPY_CACHE_DIR=project.path.parent / "mypy_cache",
+        **variables,
+    )
 
 
 def test_the_ci_workflow_is_a_valid_github_workflow(baked_project):
@@ -40,7 +57,7 @@ def test_ci_runs_the_commands_the_readme_gives(baked_project):
         for step in job["steps"]
         if "run" in step
     ]
-    assert "uv sync --locked" in commands and "uv run pytest" in commands
+    assert {"uv sync --locked", "uv run mypy .", "uv run pytest"} <= set(commands)
     for command in commands:
         assert command in readme, command
 
@@ -61,9 +78,31 @@ def test_the_lock_file_is_committed(baked_project):
     assert "uv sync --locked --no-dev" in dockerfile
 
 
+def test_pre_commit_runs_mypy_as_the_readme_says(baked_project):
+    readme = (baked_project.path / "README.md").read_text()
+    mypy = pre_commit_hooks(baked_project)["mypy"]
+    assert mypy["entry"] == "uv run mypy ." and "\nuv run mypy .\n" in readme
+    assert mypy["pass_filenames"] is False
+
+
+@pytest.mark.slow
+def test_mypy_finds_nothing(baked_project, tmp_path):
+    """The README's `uv run mypy .` on a fresh bake, mypy's cache empty: with no .env and no
+    database or Redis running (the settings mypy's Django plugin imports need none)."""
+    project = tmp_path / baked_project.slug
+    shutil.copytree(baked_project.path, project, ignore=shutil.ignore_patterns(".env"))
+    shutil.rmtree(baked_project.path.parent / "mypy_cache", ignore_errors=True)
+
+    result = run(project, [BIN / "uv", "run", "mypy", "."], mypy_environment(baked_project))
+
+    assert result.returncode == 0, result.stdout
+    assert "Success: no issues found" in result.stdout
+
+
 @pytest.mark.slow
 def test_pre_commit_passes_on_a_fresh_bake(baked_project, tmp_path):
-    """From PyPI only: every hook is a local one with its dependencies pinned."""
+    """From PyPI: every hook is a local one with its dependencies pinned, but mypy's, which
+    runs in the project's environment (here this suite's, test_mypy_finds_nothing's cache)."""
     project = tmp_path / baked_project.slug
     shutil.copytree(baked_project.path, project, ignore=shutil.ignore_patterns("staticfiles"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
@@ -74,10 +113,12 @@ def test_pre_commit_passes_on_a_fresh_bake(baked_project, tmp_path):
         command = shlex.split(line.split("#")[0].replace("uv run ", f"{BIN}/"))
         setup = run(project, command, environment(), timeout=120)
         assert setup.returncode == 0, f"{line}: {setup.stdout}"
+    # The commit runs the hooks too.
+    env = mypy_environment(baked_project)
     for command in ([*git, "add", "-A"], [*git, "commit", "-qm", "baked"]):
-        subprocess.run(command, cwd=project, check=True)
+        subprocess.run(command, cwd=project, env=env, check=True)
 
-    result = run(project, [BIN / "pre-commit", "run", "--all-files"], environment(), timeout=600)
+    result = run(project, [BIN / "pre-commit", "run", "--all-files"], env, timeout=600)
 
     assert result.returncode == 0, result.stdout
     assert (

@@ -310,7 +310,8 @@ def check_databases_accept_connections(app_configs, databases=None, **kwargs):
     for alias in databases or []:
         connection = connections[alias]
         try:
-            if connection.vendor == "postgresql" and connection.pool:
+            # (The ignore: only PostgreSQL's connections have a pool.)
+            if connection.vendor == "postgresql" and connection.pool:  # type: ignore[attr-defined]
                 import psycopg
 
                 params = connection.get_connection_params()

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 
+from channels.consumer import AsyncConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
@@ -19,7 +20,7 @@ class NoRouteConsumer(AsyncWebsocketConsumer):
         await self.close()
 
 
-class GroupMember:
+class GroupMember(AsyncConsumer):
     """Mixin for a consumer that joins groups: however it ends (the client closing, the server
     closing, a crash, a send that timed out), it leaves the groups it joined with join() and
     drops its channel, with whatever messages it still holds.

@@ -46,11 +46,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import functools
 import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import IO, Any
 
@@ -64,6 +65,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import reset_urlconf
 from django.core.signals import setting_changed
 from django.db import close_old_connections, reset_queries
+from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 from django.utils.log import log_response
@@ -80,12 +82,12 @@ ASGI_REQUEST_THREADS = 64
 ASGI_REQUEST_QUEUE_LENGTH = 1000
 ASGI_REQUEST_QUEUE_TIMEOUT = 10.0
 REQUEST_BODIES_MAX_BYTES = 256 * 1024 * 1024
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 # The receivers Django itself connects to the signals sent around every request.
-DJANGOS_OWN_RECEIVERS = {
+DJANGOS_OWN_RECEIVERS: dict[Signal, set[Callable[..., Any]]] = {
     signals.request_started: {reset_queries, close_old_connections},
     signals.request_finished: {close_old_connections, reset_urlconf, close_caches},
 }
@@ -289,7 +291,7 @@ class RequestThread(Executor):
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgi-request")
         for outer, call in ready:
             inner = self.executor.submit(call)
-            inner.add_done_callback(lambda inner, outer=outer: self.finished(inner, outer))
+            inner.add_done_callback(functools.partial(self.finished, outer=outer))
 
     def finished(self, inner: Future[Any], outer: Future[Any]) -> None:
         """In the request's thread, when a call has returned."""
@@ -345,10 +347,10 @@ class Receiver:
         self.on_disconnect: Callable[[], None] = lambda: None
         self.body_read = False
         self.body_left_unread = False
-        self.pending: asyncio.Future[dict[str, Any]] | None = None
+        self.pending: asyncio.Future[Mapping[str, Any]] | None = None
         self.stop: asyncio.Future[None] | None = None
 
-    async def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> Mapping[str, Any]:
         if not self.body_read:
             return await self.receive()
         if self.stop is None:
@@ -484,7 +486,7 @@ class FastASGIHandler(ASGIHandler):
         receiver.on_disconnect = thread.abandon
         request = Request(scope, thread, receiver)
 
-        async def tracking_send(message: dict[str, Any]) -> None:
+        async def tracking_send(message: Mapping[str, Any]) -> None:
             request.response_started = True
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 thread.bookkeeping = True  # Sent: what Django runs now is its clean-up.
@@ -585,7 +587,8 @@ class FastASGIHandler(ASGIHandler):
                 # Through the middleware, to a view that answers 413 (see the docstring).
                 http_request.urlconf = __name__
         if http_request is not None and scope.get(SKIP_CSRF_CHECKS):
-            http_request._dont_enforce_csrf_checks = True  # As Django's test clients do.
+            # As Django's test clients do (a private attribute: not in Django's stubs).
+            http_request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
         return http_request, error_response
 
 

@@ -12,6 +12,7 @@ why in one warning line.
 import asyncio
 {%- if cookiecutter.channel_layer == "redis" %}
 import contextlib
+from typing import Any
 {%- endif %}
 
 from asgiref.sync import sync_to_async
@@ -50,7 +51,8 @@ async def check_redis():
     # The channel layer: a message must make the round trip that room messages make, published
     # to Redis and back through this process's subscription. A fresh connection's PING would
     # say "ok" even while the layer's receive loop is dead.
-    layer = get_channel_layer()
+    # Any: RedisPubSubChannelLayer (settings.py), which channels-redis ships no types for.
+    layer: Any = get_channel_layer()
     channel = await layer.new_channel("readyz.")
     await layer.send(channel, {"type": "readyz.ping"})
     await layer.receive(channel)

@@ -38,7 +38,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CLOSE_SECONDS = 5
 # This process's "stopping" future, on the loop that serves it, and its open WebSockets.
 _stopping = None
-_open = set()
+_open: set[object] = set()
 
 
 def stopping():
@@ -110,7 +110,7 @@ def close_database_pool():
     # psycopg warn at exit that the pool was never closed. Only if this process opened one.
     connection = connections["default"]
     if connection.alias in getattr(connection, "_connection_pools", {}):
-        connection.close_pool()
+        connection.close_pool()  # type: ignore[attr-defined]  # PostgreSQL's connections only.
 {%- endif %}
 
 

@@ -78,7 +78,7 @@ if django.VERSION >= (6, 0):
     POLICY_MIDDLEWARE = (Policy,)
 else:
     try:
-        from csp.middleware import CSPMiddleware as Policy
+        from csp.middleware import CSPMiddleware as Policy  # type: ignore[no-redef]
     except ImportError:
         POLICY_MIDDLEWARE = ()
     else:
@@ -131,7 +131,7 @@ class LoopDispatch(MiddlewareMixin):
         # call it directly (Sentry's, with SENTRY_DSN) go to.
         if self.hooks_on_loop:
             return await self.acall_on_loop(request)
-        return cast(HttpResponseBase, await super().__acall__(request))
+        return await super().__acall__(request)
 
     async def acall_on_loop(self, request: HttpRequest) -> HttpResponseBase:
         response = None

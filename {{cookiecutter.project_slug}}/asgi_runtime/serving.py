@@ -63,7 +63,7 @@ def serve(application):
 
     # daphne writes its access log to stdout and never flushes it: line by line instead, so that
     # each line arrives when its request ends, not kilobytes later.
-    sys.stdout.reconfigure(line_buffering=True)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # A TextIOWrapper.
 {%- endif %}
 
     # The checks import urls.py too, so a broken view stops start-up instead of failing a request.

@@ -19,15 +19,16 @@ try:
     from django.tasks.backends.dummy import DummyBackend
     from django.tasks.backends.immediate import ImmediateBackend
 except ImportError:  # Django 5.2
-    from django_tasks import (
+    # (The ignores: type checking reads both branches; the names are Django 6's for it.)
+    from django_tasks import (  # type: ignore[no-redef]
         TaskContext,
         TaskResultStatus,
         default_task_backend,
         task,
         task_backends,
     )
-    from django_tasks.backends.dummy import DummyBackend
-    from django_tasks.backends.immediate import ImmediateBackend
+    from django_tasks.backends.dummy import DummyBackend  # type: ignore[no-redef]
+    from django_tasks.backends.immediate import ImmediateBackend  # type: ignore[no-redef]
 
 __all__ = [
     "DummyBackend",

@@ -81,11 +81,13 @@ class ApplicationHandler:
                 response.headers[name] += f", {value}"
             else:
                 response.headers[name] = value
+        # (The ignores: attributes Django's clients add to their responses, as here, and its
+        # stubs declare on redirects and test responses only.)
         if "Location" in response.headers:
             # As on Django's redirect responses: `follow` and assertRedirects read it.
-            response.url = response.headers["Location"]
+            response.url = response.headers["Location"]  # type: ignore[attr-defined]
         # What the application saw, rebuilt: Django's clients attach the request they made.
-        response.asgi_request = response.wsgi_request = ASGIRequest(scope, BytesIO(body))
+        response.asgi_request = response.wsgi_request = ASGIRequest(scope, BytesIO(body))  # type: ignore[attr-defined]
         return response
 
 
@@ -95,7 +97,8 @@ class AsyncClient(client.AsyncClient):
     def __init__(self, enforce_csrf_checks: bool = False, *args: Any, **kwargs: Any) -> None:
         application = kwargs.pop("application", None)
         super().__init__(enforce_csrf_checks, *args, **kwargs)
-        self.handler = ApplicationHandler(enforce_csrf_checks, application)
+        # Not a subclass of Django's handler: called as Django's client calls it, with a scope.
+        self.handler = ApplicationHandler(enforce_csrf_checks, application)  # type: ignore[assignment]
 
 
 class SyncApplicationHandler:
@@ -117,7 +120,8 @@ class Client(client.Client):
     def __init__(self, enforce_csrf_checks: bool = False, *args: Any, **kwargs: Any) -> None:
         application = kwargs.pop("application", None)
         super().__init__(enforce_csrf_checks, *args, **kwargs)
-        self.handler = SyncApplicationHandler(enforce_csrf_checks, application)
+        # Not a subclass of Django's handler: called as Django's client calls it, with an environ.
+        self.handler = SyncApplicationHandler(enforce_csrf_checks, application)  # type: ignore[assignment]
 
 
 def scope_of(environ: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,8 @@ CHANNEL_LAYER_ERRORS = ()
 class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
     """GroupMember: however the connection ends, the consumer leaves its room."""
 
+    recent: collections.deque[str]
+
     async def __call__(self, scope, receive, send):
         try:
             # Channels asks the layer for this connection's channel before the handshake.
@@ -79,7 +81,8 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         # The ids of the latest messages this member got, so that a message sent again is not
         # passed on twice.
         self.recent = collections.deque(maxlen=64)
-        if settings.ROOMS_REQUIRE_LOGIN and not self.scope["user"].is_authenticated:
+        # scope["user"] is never None: AuthMiddlewareStack is in front of every route (serving.py).
+        if settings.ROOMS_REQUIRE_LOGIN and not self.scope["user"].is_authenticated:  # type: ignore[union-attr]
             await self.accept()
             await self.close(code=LOGIN_REQUIRED)
             return
@@ -128,7 +131,7 @@ class RoomConsumer(GroupMember, AsyncJsonWebsocketConsumer):
         user = self.scope["user"]
         message = {
             "message": content["message"],
-            "user": user.get_username() if user.is_authenticated else None,
+            "user": user.get_username() if user.is_authenticated else None,  # type: ignore[union-attr]
         }
         if given is not None:
             message["id"] = given

@@ -13,7 +13,7 @@ from {{ cookiecutter.project_slug }}.asgi import application
 
 async def call(scope, *messages):
     """Call the application with `messages` to receive; return what it sent."""
-    inbox = asyncio.Queue()
+    inbox: asyncio.Queue[dict] = asyncio.Queue()
     for message in messages:
         inbox.put_nowait(message)
     sent = []

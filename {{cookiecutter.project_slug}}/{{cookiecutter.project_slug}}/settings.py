@@ -58,7 +58,7 @@ if django.VERSION >= (6, 0):
     _csp_context_processor = "django.template.context_processors.csp"
 else:
     try:
-        from csp import constants as CSP
+        from csp import constants as CSP  # type: ignore[no-redef]  # Django 6's, for mypy.
     except ImportError:
         stop(
             "Django 5.2 sends the Content-Security-Policy header with django-csp, which is not"
@@ -464,7 +464,7 @@ SECURE_HSTS_PRELOAD = True
 # this host (ws: and wss: included, as browsers implementing CSP Level 3 do). To load anything
 # from elsewhere (a CDN, an analytics script, a social login's form), add its origin to the
 # directive concerned. https://docs.djangoproject.com/en/stable/ref/csp/
-SECURE_CSP = {
+SECURE_CSP: dict[str, list[str]] = {
     "default-src": [CSP.SELF],
     "script-src": [CSP.SELF, CSP.NONCE],
     "style-src": [CSP.SELF, CSP.NONCE],
@@ -479,7 +479,7 @@ SECURE_CSP = {
 }
 # A policy that browsers only report on (in the console, and to a report-uri if it has one),
 # blocking nothing: to try a stricter one before enforcing it. Written like SECURE_CSP.
-SECURE_CSP_REPORT_ONLY = {}
+SECURE_CSP_REPORT_ONLY: dict[str, list[str]] = {}
 if django.VERSION < (6, 0):
     # django-csp's settings, from the same directives. It sends the directives it knows (all
     # of CSP Level 3's) in an order of its own, and leaves out any other.

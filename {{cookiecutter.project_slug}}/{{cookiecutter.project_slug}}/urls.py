@@ -17,7 +17,7 @@ if settings.DJANGO_ADMIN_FORCE_ALLAUTH:
     # /admin/login/ redirects to the site's login (/accounts/login/?next=/admin/): its rate
     # limits, email verification and second factor hold for staff too. A signed-in user who is
     # not staff gets 403 there instead of Django's form. settings.py says how to turn it off.
-    admin.site.login = secure_admin_login(admin.site.login)
+    admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),

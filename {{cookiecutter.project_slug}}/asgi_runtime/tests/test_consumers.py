@@ -1,6 +1,7 @@
 """GroupMember: a consumer leaves its groups and drops its channel however it ends."""
 
 import asyncio
+from typing import cast
 
 import pytest
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -12,7 +13,7 @@ from asgi_runtime.consumers import GroupMember
 # Channels closes old database connections before each handler, in a thread of its own.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHANNELS = []
+CHANNELS: list[str] = []
 
 
 class Member(GroupMember, AsyncWebsocketConsumer):
@@ -47,7 +48,7 @@ def held(layer, channel):
 
 
 async def test_a_member_that_leaves_with_messages_queued_leaves_no_trace():
-    layer = get_channel_layer()
+    layer = cast(InMemoryChannelLayer, get_channel_layer())  # The fixture's.
     member, channel = await connected_member()
     for n in range(20):
         await layer.group_send("members", {"type": "members.message", "text": str(n)})
@@ -59,7 +60,7 @@ async def test_a_member_that_leaves_with_messages_queued_leaves_no_trace():
 
 
 async def test_a_member_that_crashes_leaves_no_trace():
-    layer = get_channel_layer()
+    layer = cast(InMemoryChannelLayer, get_channel_layer())  # The fixture's.
     member, channel = await connected_member()
     await layer.group_send("members", {"type": "members.message", "text": "queued"})
 
@@ -91,7 +92,7 @@ async def test_a_layer_that_does_not_answer_refuses_the_handshake_in_time(settin
 
 
 async def test_a_join_that_does_not_complete_in_time_is_undone(monkeypatch):
-    layer = get_channel_layer()
+    layer = cast(InMemoryChannelLayer, get_channel_layer())  # The fixture's.
     monkeypatch.setattr(Member, "layer_timeout", 0.1)
     member = WebsocketCommunicator(Member.as_asgi(), "/")
 

@@ -81,9 +81,8 @@ def test_settings_name_djangos_middleware_and_the_handler_loads_the_fast_ones():
     assert set(middleware.LOOP_DISPATCH) == set(DJANGO_MIDDLEWARE)
     handler = FastASGIHandler()
     # The CSRF middleware's process_view is the one hook Django keeps a list of.
-    assert [type(hook.__self__) for hook in handler._view_middleware] == [
-        middleware.CsrfViewMiddleware
-    ]
+    hooks = handler._view_middleware  # type: ignore[attr-defined]  # Django's, private.
+    assert [type(hook.__self__) for hook in hooks] == [middleware.CsrfViewMiddleware]
 
 
 @pytest.fixture
@@ -112,7 +111,9 @@ async def on_both(stacks, scenario):
 
 async def form_token(client, path):
     response = await client.get(path)
-    return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', response.body)[1].decode()
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', response.body)
+    assert token, "no CSRF token on the page"
+    return token[1].decode()
 
 
 async def log_in(client, password=PASSWORD):
@@ -751,13 +752,14 @@ async def test_subclasses_get_djangos_dispatch_unless_they_declare_theirs(settin
 
 # A project's own CSRF rules, each written once and subclassed from Django's class (run on
 # Django's stack) and from middleware.py's (run on the fast one), with and without the flag.
+# (The ignores: mypy sees a mixin's methods without the class they are mixed into.)
 class Stricter:
     """Refuses unsafe requests without X-Requested-With, through the failure view."""
 
     def process_view(self, request, callback, callback_args, callback_kwargs):
         if request.method == "POST" and "x-requested-with" not in request.headers:
-            return self._reject(request, "X-Requested-With missing")
-        return super().process_view(request, callback, callback_args, callback_kwargs)
+            return self._reject(request, "X-Requested-With missing")  # type: ignore[attr-defined]
+        return super().process_view(request, callback, callback_args, callback_kwargs)  # type: ignore[misc]
 
 
 class Exempting:
@@ -766,7 +768,7 @@ class Exempting:
     def process_view(self, request, callback, callback_args, callback_kwargs):
         if request.path == "/fast/form/":
             return None
-        return super().process_view(request, callback, callback_args, callback_kwargs)
+        return super().process_view(request, callback, callback_args, callback_kwargs)  # type: ignore[misc]
 
 
 class JsonFailure:

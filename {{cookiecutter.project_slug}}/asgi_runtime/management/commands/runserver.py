@@ -70,7 +70,7 @@ def worker_command():
 try:
     LIBC = ctypes.CDLL(None, use_errno=True)  # Loaded here: never between fork and exec.
 except OSError:
-    LIBC = None
+    LIBC = None  # type: ignore[assignment]  # stop_with_parent() then does nothing.
 
 
 def stop_with_parent():
@@ -104,6 +104,10 @@ class Command(DjangoRunserverCommand):
     server = None
     worker = None
     stopping = False
+    # Set by Django's runserver from the command line (not in its stubs).
+    addr: str
+    port: str
+    _raw_ipv6: bool
     lock = threading.Lock()
 
     def add_arguments(self, parser):

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,8 +19,8 @@ from django.views.decorators.csrf import csrf_exempt
 # The project's URLs, behind these (test_fast_path.py makes this module ROOT_URLCONF).
 PROJECT_URLCONF = settings.ROOT_URLCONF
 # What the views saw, for the tests to read: (event, thread) in order, and more.
-EVENTS = []
-SEEN = {}
+EVENTS: list[tuple[str, threading.Thread]] = []
+SEEN: dict[str, Any] = {}
 # Cleared, it holds the slow view back until it is set again.
 SLOW_VIEW_MAY_FINISH = threading.Event()
 SLOW_VIEW_MAY_FINISH.set()
@@ -112,7 +113,7 @@ current = threading.local()
 
 def leave_state(request):
     current.user = request.GET.get("user", "alice")
-    connection.tenant = current.user
+    connection.tenant = current.user  # type: ignore[attr-defined]
     return JsonResponse({"left": current.user})
 
 
