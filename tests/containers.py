@@ -454,7 +454,15 @@ def build_image(
     for key, value in (labels or {}).items():
         cmd += ["--label", f"{key}={value}"]
     cmd += [*extra_args, str(context)]
-    _run(cmd, timeout=timeout, log_file=log_file)
+    try:
+        _run(cmd, timeout=timeout, log_file=log_file)
+    except ContainerError as error:
+        # podman's storage sometimes loses a stage's layer under a multi-stage build's
+        # COPY --from ("layer not known": podman issue 14350, a known flake): once more.
+        if "layer not known" not in error.stdout + error.stderr:
+            raise
+        log.warning("podman build lost a layer (podman issue 14350); building again")
+        _run(cmd, timeout=timeout, log_file=log_file)
     return tag
 
 
