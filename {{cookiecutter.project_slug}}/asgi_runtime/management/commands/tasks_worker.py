@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -157,6 +158,7 @@ class Command(DatabaseWorkerCommand):
         backend_name = options["backend_name"]
         liveness = liveness_for(alias)
         liveness.hold(options["worker_id"])
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             self.sweep(liveness, backend_name)
             if not options["batch"]:
@@ -166,6 +168,10 @@ class Command(DatabaseWorkerCommand):
                 sweeper.start()
             super().handle(*args, **options)
         finally:
+            # The worker's own stop handler goes with it: a SIGTERM that comes late (a process
+            # manager that signals every process, after runserver did) ends the exit quietly
+            # instead of raising in the middle of it.
+            signal.signal(signal.SIGTERM, on_sigterm)
             # Also when called from code (call_command, tests): the lock's connection closes.
             liveness.release()
 
