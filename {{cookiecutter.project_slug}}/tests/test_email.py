@@ -1,12 +1,8 @@
 """Email settings: what settings.py makes of EMAIL_URL and the senders, in production."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-from django.conf import settings
+
+from .production import run_in_production
 
 EMAIL_VARIABLES = ("EMAIL_URL", "DJANGO_DEFAULT_FROM_EMAIL", "DJANGO_SERVER_EMAIL")
 SHOW_MAILER = """
@@ -27,26 +23,7 @@ print(json.dumps({
 
 def mailer_of(**variables):
     """The default mailer that settings.py configures from `variables`, in production."""
-    # pytest-django put DJANGO_SETTINGS_MODULE in the environment; the email settings of the
-    # environment running the tests are left out.
-    env = {
-        **{name: value for name, value in os.environ.items() if name not in EMAIL_VARIABLES},
-        "DJANGO_READ_DOT_ENV": "false",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "s" * 50,
-        "DJANGO_ALLOWED_HOSTS": "example.com",
-        **variables,
-    }
-    shown = subprocess.run(
-        [sys.executable, "-c", SHOW_MAILER],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=settings.BASE_DIR,
-    )
-    assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)
+    return run_in_production(SHOW_MAILER, unset=EMAIL_VARIABLES, **variables)
 
 
 SMTP = "django.core.mail.backends.smtp.EmailBackend"

@@ -1,11 +1,6 @@
 """Error reporting (Sentry): off without SENTRY_DSN, and on with it without slowing requests."""
 
-import json
-import os
-import subprocess
-import sys
-
-from django.conf import settings
+from .production import run_in_production
 
 SENTRY_VARIABLES = (
     "SENTRY_DSN",
@@ -42,28 +37,9 @@ print(json.dumps(shown))
 
 
 def serve_a_page(**variables):
-    # pytest-django put DJANGO_SETTINGS_MODULE in the environment; Sentry's variables of the
-    # environment running the tests are left out.
-    env = {
-        **{name: value for name, value in os.environ.items() if name not in SENTRY_VARIABLES},
-        "DJANGO_READ_DOT_ENV": "false",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "s" * 50,
-        "DJANGO_ALLOWED_HOSTS": "example.com",
-        "EMAIL_URL": "smtp://127.0.0.1:25",
-        **variables,
-    }
-    shown = subprocess.run(
-        [sys.executable, "-c", SERVE_A_PAGE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=settings.BASE_DIR,
+    return run_in_production(
+        SERVE_A_PAGE, unset=SENTRY_VARIABLES, EMAIL_URL="smtp://127.0.0.1:25", **variables
     )
-    assert shown.returncode == 0, shown.stderr
-    # First, before anything Sentry logs on its way out.
-    return json.loads(shown.stdout.splitlines()[0])
 
 
 def test_without_a_dsn_sentry_is_not_even_imported():
