@@ -8,6 +8,7 @@ on one line, a warning is logged. Each message says what goes wrong and how to f
 https://docs.djangoproject.com/en/stable/topics/checks/
 """
 
+import importlib
 import logging
 import os
 import re
@@ -312,8 +313,8 @@ def check_databases_accept_connections(app_configs, databases=None, **kwargs):
         try:
             # (The ignore: only PostgreSQL's connections have a pool.)
             if connection.vendor == "postgresql" and connection.pool:  # type: ignore[attr-defined]
-                import psycopg
-
+                # Imported by name: a project on SQLite has no psycopg to type-check against.
+                psycopg = importlib.import_module("psycopg")
                 params = connection.get_connection_params()
                 psycopg.connect(**params, connect_timeout=5).close()
             else:
