@@ -30,6 +30,7 @@ from . import VERIFIED, VERSION, unverified_versions
 
 logger = logging.getLogger(__name__)
 
+LOCAL_MEMORY_CACHE = "django.core.cache.backends.locmem.LocMemCache"
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
 # Commands that serve WSGI: none of them speaks ASGI, so none serves WebSockets.
 WSGI_SERVERS = {"gunicorn", "uwsgi", "waitress-serve", "mod_wsgi-express"}
@@ -146,6 +147,25 @@ def check_in_memory_layer_has_one_process(app_configs, **kwargs):
             hint="Run one server process (WEB_CONCURRENCY=1, or no --workers), or use "
             "channels_redis' RedisPubSubChannelLayer on a Redis that every process shares.",
             id="asgi.E001",
+        )
+    ]
+
+
+@checks.register("asgi")
+def check_several_processes_share_the_cache(app_configs, **kwargs):
+    backend = settings.CACHES.get("default", {}).get("BACKEND")
+    processes = server_processes()
+    if backend != LOCAL_MEMORY_CACHE or processes < 2:
+        return []
+    return [
+        checks.Warning(
+            f"{processes} server processes each keep the cache in their own memory: the "
+            "login limits (ACCOUNT_RATE_LIMITS) count in each process apart, so a password "
+            f"guesser gets {processes} times the tries.",
+            hint="Set CACHE_URL to a cache every process shares (dbcache://django_cache after "
+            "manage.py createcachetable, filecache:///var/tmp/<name> on one machine), or run "
+            "one server process.",
+            id="asgi.W014",
         )
     ]
 

@@ -390,6 +390,14 @@ WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
 WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
 ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who may chat: README.md
 {%- endif %}
+{%- if not redis %}
+
+# Cache: each process's own memory, unless CACHE_URL names one that every server process
+# shares, as the login limits need with several (asgi.W014): dbcache://django_cache (after
+# `manage.py createcachetable`), or filecache:///var/tmp/{{ slug }}-cache on one machine.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+{%- endif %}
 
 
 # Email: one URL gives the mail server, its port, TLS and credentials (django-environ's email

@@ -100,6 +100,26 @@ def test_outside_a_server_the_procfile_says_how_many(settings, monkeypatch, tmp_
     assert ids(asgi_checks.check_in_memory_layer_has_one_process(None)) == ["asgi.E001"]
 
 
+@pytest.mark.parametrize(
+    ("backend", "workers", "expected"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", "3", ["asgi.W014"]),
+        ("django.core.cache.backends.locmem.LocMemCache", "1", []),
+        ("django.core.cache.backends.db.DatabaseCache", "3", []),
+    ],
+)
+def test_login_limits_counted_apart_by_each_process(
+    settings, monkeypatch, backend, workers, expected
+):
+    settings.CACHES = {"default": {"BACKEND": backend, "LOCATION": "django_cache"}}
+    monkeypatch.setattr(sys, "argv", ["uvicorn", "app:app", "--workers", workers])
+
+    errors = asgi_checks.check_several_processes_share_the_cache(None)
+
+    assert ids(errors) == expected
+    assert all(f"{workers} times the tries" in error.msg for error in errors)
+
+
 def test_persistent_connections_without_the_pool(monkeypatch):
     # Not through the settings fixture: Django warns against overriding DATABASES there.
     database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60, "OPTIONS": {}}
