@@ -2,6 +2,7 @@
 
 import json
 import re
+import socket
 import time
 
 import pytest
@@ -158,4 +159,25 @@ def test_a_failed_check_stops_the_server_at_once(cookies, server):
     assert result.returncode == FAILED_START[server], result.stdout
     refusals = [line for line in result.stdout.splitlines() if CHECK_MESSAGE.search(line)]
     assert len(refusals) == 1 and refusals[0].startswith("asgi.E011: Static files"), refusals
+    assert "Traceback" not in result.stdout
+
+
+def test_runserver_on_a_port_in_use_says_so_and_stops(cookies):
+    """As Django's runserver: one line and status 1, instead of a server that cannot start and
+    a reloader waiting for a file change that cannot free the port."""
+    project = bake(cookies, {"server": "uvicorn", "websockets": False}, project_name="Busy Port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = run(
+            project.path,
+            [PYTHON, "manage.py", "runserver", str(port)],
+            project.development_env(),
+            timeout=60,
+        )
+
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "Error: That port is already in use."
     assert "Traceback" not in result.stdout

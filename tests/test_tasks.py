@@ -77,6 +77,10 @@ def test_sigterm_lets_the_task_in_hand_finish(deployed_project, tmp_path):
     assert code == 0
     assert runs(marker) == ["started", "done"]
     assert result_of(deployed_project, task_id) == ("SUCCESSFUL", "done", None)
+    # A routine stop, said once at INFO (django-tasks-db's own WARNING is turned into it).
+    stopping = [line for line in worker.log.splitlines() if "Received Terminated" in line]
+    assert len(stopping) == 1 and "INFO" in stopping[0], worker.log
+    assert "finishing the task in hand, then stopping" in stopping[0]
 
 
 def test_a_second_sigterm_interrupts_the_task_which_is_marked_failed(deployed_project, tmp_path):
@@ -86,7 +90,7 @@ def test_a_second_sigterm_interrupts_the_task_which_is_marked_failed(deployed_pr
         wait_for(lambda: runs(marker) == ["started"], 30, "the task starts")
 
         worker.process.send_signal(signal.SIGTERM)
-        wait_for(lambda: "shutting down gracefully" in worker.log, 10, "the first SIGTERM")
+        wait_for(lambda: "finishing the task in hand" in worker.log, 10, "the first SIGTERM")
         assert worker.stop(timeout=30) is not None  # stopped, not killed
 
     assert runs(marker) == ["started"]

@@ -11,6 +11,18 @@ class ClientMistake(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         return True
+
+
+class WorkerStop(logging.Filter):
+    """The tasks' worker logs the signal that stops it as a WARNING, with a hint meant for a
+    terminal ("press Ctrl+C again to force"). A stop is routine (every deploy, every runserver
+    reload): one INFO line that says what happens."""
+
+    def filter(self, record):
+        if str(record.msg).startswith("Received %s - shutting down gracefully"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "Received %s: finishing the task in hand, then stopping"
+        return True
 {%- if cookiecutter.server == "hypercorn" and cookiecutter.websockets %}
 
 

@@ -519,6 +519,8 @@ LOGGING = {
         # A request with a foreign Host is the client's mistake (or a scanner's): one line at
         # WARNING, not an error with a traceback.
         "client_mistake": {"()": "asgi_runtime.logs.ClientMistake"},
+        # The tasks' worker stopping on a signal, as it does at every deploy: INFO, not WARNING.
+        "worker_stop": {"()": "asgi_runtime.logs.WorkerStop"},
 {%- if cookiecutter.server == "hypercorn" and cookiecutter.websockets %}
         # A client dropped for not reading (asgi_runtime/limits.py): one line, not a traceback.
         "connection_timed_out": {"()": "asgi_runtime.logs.ConnectionTimedOut"},
@@ -546,6 +548,7 @@ LOGGING = {
             "filters": ["client_mistake"],
             "propagate": False,
         },
+        "django_tasks_db": {"filters": ["worker_stop"]},
 {%- if cookiecutter.server == "daphne" %}
         "daphne.server": {"filters": ["http2_notice"]},
 {%- endif %}

@@ -27,9 +27,11 @@ A reload stops the server as a deploy does, with SIGTERM.
 import atexit
 import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +67,23 @@ def worker_command():
     """Procfile's `worker:` line, without a reloader of its own: runserver's restarts it."""
     command = next_to_python(procfile_command(process="worker"))
     return [*command, "--no-reload"] if command else []
+
+
+def port_taken(host, port):
+    """Whether another process listens on host:port, as Django's runserver finds out: the
+    server would only fail to start, and the reloader wait for a change that cannot fix it."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False  # The server says what is wrong with the address.
+    with socket.socket(family, kind) as probe:
+        # As the servers bind: a port left in TIME_WAIT by the previous run is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
 
 
 try:
@@ -139,6 +158,9 @@ class Command(DjangoRunserverCommand):
         command = server_command(self.addr, self.port)
         if not command:
             self.stderr.write("Procfile has no web: line: there is no server to run.")
+            os._exit(1)
+        if port_taken(self.addr, self.port):
+            self.stderr.write("Error: That port is already in use.")
             os._exit(1)
         address = f"[{self.addr}]" if self._raw_ipv6 else self.addr
         worker = worker_command() if options["use_worker"] else []
