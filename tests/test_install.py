@@ -2,7 +2,10 @@
 Per server, a project installed from its own pyproject.toml alone, into a fresh environment,
 from the package registry, the two ways its README gives: with uv on Python 3.13 (Django 6),
 and with pip on this Python (Django 5.2 on 3.11). This proves the dependency list is complete
-and both Django versions work; the matrix runs on the tests' own environment.
+and both Django versions work; the matrix runs on the tests' own environment. Two servers'
+projects use PostgreSQL and Redis, the other two SQLite and the in-memory layer: each database
+and layer is installed from scratch, and type-checked with nothing else installed (a SQLite
+project has no psycopg).
 """
 
 import json
@@ -23,6 +26,10 @@ pytestmark = pytest.mark.slow
 
 NEWER_PYTHON = "3.13"
 EVERYTHING = {"websockets": True, "channel_layer": "redis", "database": "postgresql"}
+# What the other answers miss: SQLite and the in-memory layer, nothing more to install.
+SMALLEST = {"websockets": True, "channel_layer": "in-memory", "database": "sqlite"}
+# Per server, so that both databases and both layers are installed from scratch on both paths.
+FRESH = {"uvicorn": EVERYTHING, "daphne": SMALLEST, "hypercorn": EVERYTHING, "granian": SMALLEST}
 ENQUEUE = "from rooms.tasks import count_messages; count_messages.enqueue('lobby', 2)"
 COUNTED = "from rooms.models import Room; print(Room.objects.get(name='lobby').messages)"
 
@@ -49,11 +56,16 @@ def newer_python():
 
 
 @pytest.fixture(params=OPTIONS["server"])
-def fresh_project(request, cookies, postgres, redis_server):
-    """A project of every option but the server's, with a database of its own."""
-    project = bake(cookies, {"server": request.param, **EVERYTHING}, project_name="Fresh Install")
-    project.redis_url = redis_server.url
-    with database(postgres) as database_url:
+def fresh_project(request, cookies, tmp_path):
+    """A project of the server's FRESH answers, with a database (and a Redis) of its own."""
+    answers = {"server": request.param, **FRESH[request.param]}
+    project = bake(cookies, answers, project_name="Fresh Install")
+    if answers["channel_layer"] == "redis":
+        project.redis_url = request.getfixturevalue("redis_server").url
+    if answers["database"] == "sqlite":
+        yield project
+        return
+    with database(request.getfixturevalue("postgres")) as database_url:
         project.database_url = database_url
         yield project
 
@@ -69,14 +81,11 @@ def run_steps(project, env, steps):
 
 def serves_rooms(project, env, log):
     port = free_port()
+    checks = {"database": "ok", "static files": "ok"}
+    if project.redis_url:
+        checks["redis"] = "ok"
     with Server(project.path, procfile_command(project.path), {**env, "PORT": str(port)}, log):
-        assert get_json(port, "/readyz") == (
-            200,
-            {
-                "status": "ok",
-                "checks": {"database": "ok", "static files": "ok", "redis": "ok"},
-            },
-        )
+        assert get_json(port, "/readyz") == (200, {"status": "ok", "checks": checks})
         origin = f"http://127.0.0.1:{port}"
         with ws_connect(
             f"ws://127.0.0.1:{port}/ws/rooms/lobby/", origin=origin, open_timeout=10
