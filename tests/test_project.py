@@ -13,6 +13,8 @@ from projects import bake
 
 pytestmark = pytest.mark.slow
 
+WARNINGS_AS_ERRORS = ("-W", "error::pytest.PytestWarning")
+
 
 def test_ruff_finds_nothing_to_fix(baked_project):
     for command in (["check", "."], ["format", "--check", "."]):
@@ -41,9 +43,11 @@ def test_migrations_match_the_models(deployed_project):
 
 
 def test_the_projects_own_tests_pass(deployed_project):
+    # pytest's own warnings as errors: one that the test database could not be dropped (a
+    # connection an async test opened, still open) is a failure, not a line at the end.
     result = run(
         deployed_project.path,
-        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *WARNINGS_AS_ERRORS],
         deployed_project.production_env(),
     )
     assert result.returncode == 0, result.stdout

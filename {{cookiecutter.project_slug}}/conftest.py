@@ -27,6 +27,14 @@ def async_client():
 
 
 @pytest.fixture(autouse=True)
+def close_async_test_connections():
+    """The database connection an async test's ORM calls opened, closed when it ends
+    (asgi_runtime/testing.py): PostgreSQL's test database can then be dropped."""
+    yield
+    testing.close_shared_thread_connections()
+
+
+@pytest.fixture(autouse=True)
 def test_settings(settings, tmp_path):
     """The same tests with production settings as with debug on (CI runs them so)."""
     # Django's test client speaks plain HTTP.

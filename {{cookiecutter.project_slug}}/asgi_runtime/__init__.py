@@ -55,6 +55,10 @@ INTERNALS = {
     "channels' InMemoryChannelLayer.channels, channels_redis' RedisPubSubChannelLayer.channels": (
         "the channels a layer holds in this process (consumers.py, GroupMember)"
     ),
+    "asgiref.sync.SyncToAsync.single_thread_executor": (
+        "the one thread where thread-sensitive sync_to_async calls run with no async_to_sync "
+        "around them, as in pytest-asyncio's tests (testing.py closes its database connections)"
+    ),
     "django.http.HttpRequest._dont_enforce_csrf_checks": (
         "set by the test clients, as Django's own do (testing.py)"
     ),

@@ -361,6 +361,8 @@ DEVELOPMENT_MAIL_BACKENDS = {
     f"django.core.mail.backends.{name}.EmailBackend"
     for name in ("console", "dummy", "filebased", "locmem")
 }
+# Development's console backend (mail.py), which Django 6.1's check does not know.
+CONSOLE_MAIL_BACKEND = "asgi_runtime.mail.ConsoleEmailBackend"
 
 
 def default_mailer():
@@ -379,8 +381,10 @@ def check_production_can_send_email(app_configs, **kwargs):
     backend, host = default_mailer()
     if backend == SMTP_BACKEND and not host:
         problem = "no mail server is configured"
-    elif backend in DEVELOPMENT_MAIL_BACKENDS and not hasattr(settings, "MAILERS"):
-        # Django 6.1 reports this one itself (mail.E001).
+    elif backend == CONSOLE_MAIL_BACKEND or (
+        # Django 6.1 reports its own itself (mail.E001).
+        backend in DEVELOPMENT_MAIL_BACKENDS and not hasattr(settings, "MAILERS")
+    ):
         problem = f"the email backend ({backend}) sends nothing"
     else:
         return []

@@ -13,7 +13,9 @@ its own, which see only committed data: a test that makes requests touching the 
 `@pytest.mark.django_db(transaction=True)` (or Django's TransactionTestCase).
 `enforce_csrf_checks` works as in Django's clients (off by default).
 
-The project's conftest.py makes these pytest-django's `client` and `async_client` fixtures.
+The project's conftest.py makes these pytest-django's `client` and `async_client` fixtures,
+and closes, after each test, the connections of the thread async tests query the database from
+(close_shared_thread_connections).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import quote
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpResponse
 from django.test import client
 from django.utils.module_loading import import_string
@@ -153,3 +157,18 @@ def scope_of(environ: dict[str, Any]) -> dict[str, Any]:
         "server": (environ["SERVER_NAME"], int(environ["SERVER_PORT"])),
         "_body_file": environ["wsgi.input"],
     }
+
+
+def close_shared_thread_connections() -> None:
+    """Close the database connections of asgiref's shared thread, where an async test's ORM calls
+    run.
+
+    pytest-asyncio runs an async test on an event loop in the main thread, with no async_to_sync
+    around it (Django's own test cases have one: their ORM calls run in the main thread). So
+    `await Model.objects.acreate()` in a test, or a consumer's database_sync_to_async, runs in
+    the one thread asgiref keeps for such calls, on a connection of that thread's own, which no
+    request ends: it stays open, lent out by the connection pool, until the process exits. On
+    PostgreSQL, pytest-django then cannot drop the test database ("being accessed by other
+    users"). Run after each test, this returns it (to the pool, which the teardown closes).
+    """
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()

@@ -64,4 +64,5 @@ def test_the_senders_come_from_the_environment():
 def test_development_prints_email_on_the_console():
     mailer = mailer_of(DJANGO_DEBUG="true")
 
-    assert mailer["backend"] == "django.core.mail.backends.console.EmailBackend"
+    # Django's console backend, printing text parts decoded (asgi_runtime/mail.py).
+    assert mailer["backend"] == "asgi_runtime.mail.ConsoleEmailBackend"

@@ -403,15 +403,18 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Email: one URL gives the mail server, its port, TLS and credentials (django-environ's email
 # URLs): smtp+tls://user:password@smtp.example.com:587 (STARTTLS), smtp+ssl://...:465 (TLS
 # from the first byte), smtp://127.0.0.1:1025 (a local mail catcher, no TLS), consolemail://
-# (printed on stdout: the development default). Percent-encode reserved characters in the user
-# and password (@ is %40). Production has no default: `check --deploy` reports asgi.E012
-# until EMAIL_URL is set. Django 6.1 reads MAILERS, Django 5.2 the EMAIL_* settings.
+# (printed on stdout, links whole: the development default; asgi_runtime/mail.py).
+# Percent-encode reserved characters in the user and password (@ is %40). Production has no
+# default: `check --deploy` reports asgi.E012 until EMAIL_URL is set. Django 6.1 reads
+# MAILERS, Django 5.2 the EMAIL_* settings.
 # https://docs.djangoproject.com/en/stable/topics/email/
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 
 EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
 _email = env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
 _email_backend = _email.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+if _email_backend == "django.core.mail.backends.console.EmailBackend":
+    _email_backend = "asgi_runtime.mail.ConsoleEmailBackend"
 _email_tls, _email_ssl = bool(_email.get("EMAIL_USE_TLS")), bool(_email.get("EMAIL_USE_SSL"))
 _smtp = {
     "host": _email.get("EMAIL_HOST") or "",

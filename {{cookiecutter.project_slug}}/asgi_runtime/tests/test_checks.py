@@ -306,6 +306,13 @@ def test_production_with_a_development_mail_backend_is_an_error_once(settings):
     assert expected in found and not_also not in found
 
 
+def test_production_with_the_readable_console_backend_is_an_error(settings):
+    settings.DEBUG = False
+    use_mailer(settings, asgi_checks.CONSOLE_MAIL_BACKEND)
+
+    assert "asgi.E012" in ids(checks.run_checks(include_deployment_checks=True))
+
+
 def test_a_mail_server_or_development_needs_nothing_more(settings):
     settings.DEBUG = False
     use_mailer(settings, asgi_checks.SMTP_BACKEND, "smtp.example.com")
