@@ -11,6 +11,7 @@ https://docs.djangoproject.com/en/stable/topics/tasks/
 try:
     from django.tasks import (
         TaskContext,
+        TaskResult,
         TaskResultStatus,
         default_task_backend,
         task,
@@ -22,6 +23,7 @@ except ImportError:  # Django 5.2
     # (The ignores: type checking reads both branches; the names are Django 6's for it.)
     from django_tasks import (  # type: ignore[no-redef]
         TaskContext,
+        TaskResult,
         TaskResultStatus,
         default_task_backend,
         task,
@@ -34,6 +36,7 @@ __all__ = [
     "DummyBackend",
     "ImmediateBackend",
     "TaskContext",
+    "TaskResult",
     "TaskResultStatus",
     "WorkerLost",
     "default_task_backend",

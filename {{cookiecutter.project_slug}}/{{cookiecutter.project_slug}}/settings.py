@@ -84,6 +84,9 @@ if DEBUG:
 else:
     SECRET_KEY = required("DJANGO_SECRET_KEY", env.str("DJANGO_SECRET_KEY", default=""))
     ALLOWED_HOSTS = required("DJANGO_ALLOWED_HOSTS", env.list("DJANGO_ALLOWED_HOSTS", default=[]))
+# Former secret keys, still accepted while what they signed or encrypted expires (sessions,
+# password-reset links, email waiting for the worker): README.md, "Configuration".
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
