@@ -236,6 +236,14 @@ def test_a_forgotten_password_is_reset_by_email(site):
     assert status == 302
     link = site.mailbox.link(address, count=2)
     assert link.startswith("/accounts/password/reset/key/")
+    # Neither the link nor its key rests in clear in the tasks' table (the admin's Task results,
+    # a backup): the worker had it encrypted.
+    tasks = "from django_tasks_db.models import DBTaskResult as T; print(list(T.objects.values()))"
+    completed = site.project.manage("shell", "-c", tasks)
+    assert completed.returncode == 0, completed.stdout
+    assert "send_email" in completed.stdout
+    assert link not in completed.stdout
+    assert link.strip("/").rsplit("-", 1)[-1] not in completed.stdout
     status, form_page, _ = visitor.get(link)  # The key goes to the session, out of the URL.
     assert status == 302
     form = {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
