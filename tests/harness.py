@@ -30,6 +30,12 @@ HTTPS = {"X-Forwarded-Proto": "https"}
 
 # What a clean server log never contains, from start to stop.
 LOG_PROBLEMS = re.compile(r"traceback|warning|error|exception|critical", re.IGNORECASE)
+# granian 2.8 reaps each worker from two threads at a stop (a watcher's join() and the stop's
+# join(timeout)): the one that loses sees no exit status and, on a loaded machine, takes the
+# worker that already exited for one still running, logs this and kills it. A worker that really
+# refused would be killed only after the Procfile's --workers-kill-timeout (25 s).
+GRANIAN_REAPING_RACE = re.compile(r"Killing worker-\d+ after it refused to gracefully stop")
+GRANIAN_KILL_TIMEOUT = 25
 
 
 def wait_for(condition, seconds, what, interval=0.1):
@@ -102,6 +108,8 @@ def run(project, args, env, timeout=300):
 class Server:
     """A command line from a Procfile, started in its own session on 127.0.0.1."""
 
+    stopped_in = None  # seconds from SIGTERM to exit, once stop() saw it exit
+
     def __init__(self, project, command, env, log_path, ready_path="/healthz", timeout=40):
         self.project = project
         self.port = int(env.get("PORT", 0))
@@ -152,7 +160,12 @@ class Server:
         return Path(self.log_path).read_text(errors="replace")
 
     def log_problems(self):
-        return [line for line in self.log.splitlines() if LOG_PROBLEMS.search(line)]
+        raced = self.stopped_in is not None and self.stopped_in < GRANIAN_KILL_TIMEOUT
+        return [
+            line
+            for line in self.log.splitlines()
+            if LOG_PROBLEMS.search(line) and not (raced and GRANIAN_REAPING_RACE.search(line))
+        ]
 
     def memory_mib(self):
         """Resident memory of the server and every process in its session, in MiB."""
@@ -196,7 +209,8 @@ class Server:
             self.kill()
             return None
         self.kill()  # anything left in its session (reloader children, workers)
-        return code, time.monotonic() - began
+        self.stopped_in = time.monotonic() - began
+        return code, self.stopped_in
 
     def kill(self):
         try:

@@ -72,7 +72,9 @@ class Mailbox:
 
     def link(self, to, count=1):
         """The path of the link in the `count`th message to `to`, once it arrived."""
-        wait_for(lambda: len(self.received(to)) >= count, 20, f"email {count} to {to}")
+        # A bound for a lost email, not a speed: the worker polls every second, but in CI, on
+        # 2 loaded cores, a fresh worker's first email took over 20 s.
+        wait_for(lambda: len(self.received(to)) >= count, 90, f"email {count} to {to}")
         body = self.received(to)[count - 1].get_body(("plain",)).get_content()
         url = re.search(r"https?://\S+", body)
         assert url, body
