@@ -30,12 +30,13 @@ MALFORMED = {
         {"WEBSOCKET_MESSAGE_RATE": "1O"},
         "WEBSOCKET_MESSAGE_RATE is '1O': expected a number",
     ),
-    # django-environ's own env.bool reads any typo as false: here, rooms open to anyone.
-    "a misspelt boolean": (
-        {"ROOMS_REQUIRE_LOGIN": "flase"},
-        "ROOMS_REQUIRE_LOGIN is 'flase': expected true or false",
-    ),
 {%- endif %}
+    # django-environ's own env.bool reads any typo as false: here, Django's admin login form,
+    # without the site's limits and second factor.
+    "a misspelt boolean": (
+        {"DJANGO_ADMIN_FORCE_ALLAUTH": "ture"},
+        "DJANGO_ADMIN_FORCE_ALLAUTH is 'ture': expected true or false",
+    ),
     "a choice that is not one": (
         {"ACCOUNT_EMAIL_VERIFICATION": "mandtory"},
         "ACCOUNT_EMAIL_VERIFICATION is 'mandtory': expected one of mandatory, optional, none",
