@@ -58,6 +58,12 @@ MALFORMED = {
         {"DATABASE_URL": "postgres://user:s3cret@db.example.com:54x2/site"},
         "DATABASE_URL is not a URL that django-environ can read",
     ),
+{%- if cookiecutter.channel_layer != "redis" %}
+    "a cache URL without its colon": (
+        {"CACHE_URL": "dbcache//django_cache"},
+        "CACHE_URL is not a URL that django-environ can read: expected one like dbcache://",
+    ),
+{%- endif %}
 {%- if sqlite %}
     "an SQLite database in a directory that does not exist": (
         {"DATABASE_URL": "sqlite:////nonexistent/dir/db.sqlite3"},
