@@ -54,6 +54,7 @@ class Project:
             # A mail server is part of production (check --deploy: asgi.E012). Nothing listens
             # there: a test that sends email starts its own (test_accounts.py).
             "EMAIL_URL": "smtp://127.0.0.1:9",
+            "DJANGO_DEFAULT_FROM_EMAIL": "noreply@example.com",
             # The rooms' tests connect as anonymous clients (production's default is signed-in
             # users only: test_accounts.py).
             "ROOMS_REQUIRE_LOGIN": "false",

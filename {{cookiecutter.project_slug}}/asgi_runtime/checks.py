@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 from django.apps import apps
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core import checks
 from django.core.files.storage import storages
@@ -379,6 +379,11 @@ def check_production_can_send_email(app_configs, **kwargs):
     if settings.DEBUG or not apps.is_installed("allauth.account"):
         return []
     backend, host = default_mailer()
+    default_sender = settings.DEFAULT_FROM_EMAIL == global_settings.DEFAULT_FROM_EMAIL
+    hint = (
+        "Set EMAIL_URL to the mail server, e.g. smtp+tls://user:password@smtp.example.com:587 "
+        "(README.md, Email)."
+    )
     if backend == SMTP_BACKEND and not host:
         problem = "no mail server is configured"
     elif backend == CONSOLE_MAIL_BACKEND or (
@@ -386,6 +391,15 @@ def check_production_can_send_email(app_configs, **kwargs):
         backend in DEVELOPMENT_MAIL_BACKENDS and not hasattr(settings, "MAILERS")
     ):
         problem = f"the email backend ({backend}) sends nothing"
+    elif backend == SMTP_BACKEND and default_sender:
+        problem = (
+            f"it would come from Django's default sender, {settings.DEFAULT_FROM_EMAIL}, which "
+            "mail servers refuse"
+        )
+        hint = (
+            "Set DJANGO_DEFAULT_FROM_EMAIL to an address of a domain the mail server lets you "
+            'send from, e.g. "Example <noreply@example.com>" (README.md, Email).'
+        )
     else:
         return []
     verification = getattr(settings, "ACCOUNT_EMAIL_VERIFICATION", "optional")
@@ -394,8 +408,7 @@ def check_production_can_send_email(app_configs, **kwargs):
             f"The site sends email (password reset, and email verification, "
             f"{verification!r}) but {problem}: nobody could reset a password or, with "
             "mandatory verification, log in after signing up.",
-            hint="Set EMAIL_URL to the mail server, e.g. "
-            "smtp+tls://user:password@smtp.example.com:587 (README.md, Email).",
+            hint=hint,
             id="asgi.E012",
         )
     ]

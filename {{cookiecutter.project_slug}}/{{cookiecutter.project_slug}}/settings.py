@@ -12,11 +12,14 @@ https://docs.djangoproject.com/en/stable/topics/settings/
 https://docs.djangoproject.com/en/stable/ref/settings/
 """
 
+import math
 import sys
+import warnings
 from pathlib import Path
 
 import django
 import environ
+from django.core.exceptions import ImproperlyConfigured
 {%- if redis %}
 
 from asgi_runtime.sentinel import SentinelPool, redis_connection_options
@@ -25,9 +28,6 @@ from asgi_runtime.sentinel import SentinelPool, redis_connection_options
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-if env.bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file():
-    # Values already in the environment win over the file.
-    env.read_env(BASE_DIR / ".env")
 
 
 def stop(reason):
@@ -45,6 +45,83 @@ def required(name, value):
             " .env.example to .env (it turns DJANGO_DEBUG on)."
         )
     return value
+
+
+# Typed variables: unset or empty, a variable takes its default; a value that cannot be read
+# stops start-up with one line that names the variable and the form expected. (django-environ's
+# env.int and env.float raise a bare ValueError, or read "1O" as 1.0; its env.bool reads any
+# typo, "ture" or "flase", as false.)
+
+
+def env_int(name, default, *, minimum=0):
+    """The whole number in `name`, at least `minimum`."""
+    return _env_number(name, default, int, "a whole number", minimum)
+
+
+def env_float(name, default, *, minimum=0, maximum=None):
+    """The number in `name` (10, 2.5, 1e3), from `minimum` to `maximum`."""
+    return _env_number(name, default, float, "a number", minimum, maximum)
+
+
+def _env_number(name, default, kind, form, minimum, maximum=None):
+    text = env.str(name, default="").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+        fits = math.isfinite(value) and value >= minimum and (maximum is None or value <= maximum)
+    except ValueError:
+        fits = False
+    if not fits:
+        bounds = f"of {minimum} or more" if maximum is None else f"from {minimum} to {maximum}"
+        stop(f"{name} is {text!r}: expected {form} {bounds} (the default is {default}).")
+    return value
+
+
+def env_bool(name, default):
+    """true or false in `name` (also yes/no, on/off, 1/0, in any case)."""
+    text = env.str(name, default="").strip()
+    if not text:
+        return default
+    if text.lower() not in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        stop(f"{name} is {text!r}: expected true or false.")
+    return text.lower() in ("true", "yes", "on", "1")
+
+
+def env_choice(name, default, choices):
+    """One of `choices` in `name`, whatever its case, spelt as in `choices`."""
+    text = env.str(name, default="").strip()
+    if not text:
+        return default
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    stop(f"{name} is {text!r}: expected one of {', '.join(choices)}.")
+
+
+def env_url(name, parse, default, example):
+    """The URL in `name` as django-environ's `parse` (env.db_url_config, env.email_url_config,
+    env.cache_url_config) reads it into settings; {} if it is unset without a default. The stop for a URL that cannot
+    be read does not repeat it: it may hold a password."""
+    text = env.str(name, default="").strip() or default
+    if not text:
+        return {}
+    with warnings.catch_warnings():
+        # django-environ's warning about an unknown scheme repeats the URL, password and all.
+        warnings.simplefilter("ignore")
+        try:
+            config = parse(text)
+        except (ValueError, ImproperlyConfigured):
+            config = {}
+    # An unknown scheme leaves the database's ENGINE empty, and raises for email and caches.
+    if not (config.get("ENGINE") or config.get("EMAIL_BACKEND") or config.get("BACKEND")):
+        stop(f"{name} is not a URL that django-environ can read: expected one like {example}.")
+    return config
+
+
+if env_bool("DJANGO_READ_DOT_ENV", default=True) and (BASE_DIR / ".env").is_file():
+    # Values already in the environment win over the file.
+    env.read_env(BASE_DIR / ".env")
 
 
 # The Content Security Policy (SECURE_CSP, under "Security") is sent by Django's own middleware
@@ -72,7 +149,7 @@ else:
 # Debug mode: only ever on in development, never in production.
 # https://docs.djangoproject.com/en/stable/ref/settings/#debug
 
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
 
 # Secret key and hosts: required in production. Development gets a fixed, openly insecure key
 # so that sessions survive auto-reloads.
@@ -172,15 +249,15 @@ ASGI_APPLICATION = "{{ slug }}.asgi.application"
 # at once per server process; a request that finds them all busy waits, at most
 # ASGI_REQUEST_QUEUE_TIMEOUT seconds and behind at most ASGI_REQUEST_QUEUE_LENGTH others, then
 # gets 503 with Retry-After. Requests waiting on a client or in async code don't count.
-ASGI_REQUEST_THREADS = env.int("ASGI_REQUEST_THREADS", default=64)
-ASGI_REQUEST_QUEUE_TIMEOUT = env.float("ASGI_REQUEST_QUEUE_TIMEOUT", default=10.0)
-ASGI_REQUEST_QUEUE_LENGTH = env.int("ASGI_REQUEST_QUEUE_LENGTH", default=1000)
+ASGI_REQUEST_THREADS = env_int("ASGI_REQUEST_THREADS", default=64, minimum=1)
+ASGI_REQUEST_QUEUE_TIMEOUT = env_float("ASGI_REQUEST_QUEUE_TIMEOUT", default=10.0)
+ASGI_REQUEST_QUEUE_LENGTH = env_int("ASGI_REQUEST_QUEUE_LENGTH", default=1000)
 # Larger request bodies, uploads included, are refused with 413 before Django reads them
 # (asgi_runtime/handler.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE still limits form fields within it.
-REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+REQUEST_MAX_BODY_BYTES = env_int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 # All the request bodies a server process holds at once, in memory and spooled to disk: the
 # body that would pass it gets 503 with Retry-After (and one that finds the disk full, 507).
-REQUEST_BODIES_MAX_BYTES = env.int("REQUEST_BODIES_MAX_BYTES", default=256 * 1024 * 1024)
+REQUEST_BODIES_MAX_BYTES = env_int("REQUEST_BODIES_MAX_BYTES", default=256 * 1024 * 1024)
 
 
 # Users: a model of the project's own from the start, as Django recommends, since changing
@@ -214,8 +291,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
-ACCOUNT_EMAIL_VERIFICATION = env.str(
-    "ACCOUNT_EMAIL_VERIFICATION", default="optional" if DEBUG else "mandatory"
+ACCOUNT_EMAIL_VERIFICATION = env_choice(
+    "ACCOUNT_EMAIL_VERIFICATION",
+    default="optional" if DEBUG else "mandatory",
+    choices=["mandatory", "optional", "none"],
 )
 ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
 # The admin's login page (/admin/login/) sends staff to the site's login (urls.py), which counts
@@ -224,7 +303,7 @@ ACCOUNT_ADAPTER = "users.adapter.AccountAdapter"
 # (development's optional verification lets an admin made by createsuperuser straight in).
 # False brings back Django's form, unlimited.
 # https://docs.allauth.org/en/latest/common/admin.html
-DJANGO_ADMIN_FORCE_ALLAUTH = env.bool("DJANGO_ADMIN_FORCE_ALLAUTH", default=True)
+DJANGO_ADMIN_FORCE_ALLAUTH = env_bool("DJANGO_ADMIN_FORCE_ALLAUTH", default=True)
 # Two-factor authentication, set up from the account page (/accounts/2fa/): an authenticator
 # app's codes (TOTP) with recovery codes, and passkeys (WebAuthn), which also sign in on their
 # own from the login page. WebAuthn needs HTTPS, or http://localhost in development.
@@ -276,7 +355,12 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 # https://docs.djangoproject.com/en/stable/ref/databases/#connection-pool
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default="postgres:///{{ slug }}"),
+    "default": env_url(
+        "DATABASE_URL",
+        env.db_url_config,
+        default="postgres:///{{ slug }}",
+        example="postgres://user:password@host:5432/name",
+    ),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -285,17 +369,32 @@ DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     # Per server process: keep processes times max_size below PostgreSQL's max_connections
     # (100 by default). A request holds one connection at most, from its first query to its
     # end; more requests than this wait for one.
-    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+    "max_size": env_int("DATABASE_POOL_MAX_SIZE", default=20, minimum=1),
     # Fail a request after 10 s without a free connection instead of queueing for 30 s.
     "timeout": 10,
     # At most this many requests wait for a connection; more fail at once. Waiting requests
     # hold request threads (ASGI_REQUEST_THREADS): a database that is out of connections must
     # not keep pages that never query it waiting too.
-    "max_waiting": env.int("DATABASE_POOL_MAX_WAITING", default=16),
+    "max_waiting": env_int("DATABASE_POOL_MAX_WAITING", default=16),
 }
 {%- else %}
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": env_url(
+        "DATABASE_URL",
+        env.db_url_config,
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        example="sqlite:////absolute/path/to/db.sqlite3",
+    ),
+}
+# SQLite creates the file, not its directory: without one, every command would fail with a
+# long traceback ("unable to open database file") before the asgi.E009 check could say so.
+_sqlite_directory = Path(DATABASES["default"]["NAME"]).parent
+if DATABASES["default"]["ENGINE"].endswith("sqlite3") and not _sqlite_directory.is_dir():
+    stop(
+        f"DATABASE_URL: the directory of the SQLite database, {_sqlite_directory}, does not"
+        " exist. Create it, or give DATABASE_URL a path in a directory that does."
+    )
 {%- endif %}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -341,10 +440,12 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # primary of REDIS_SENTINEL_MASTER, before and after a failover; REDIS_URL then gives only
 # the database number and the password.
 # https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/
-REDIS_SENTINELS = [
-    (address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
-    for address in env.list("REDIS_SENTINELS", default=[])
-]
+REDIS_SENTINELS: list[tuple[str, int]] = []
+for _sentinel in env.list("REDIS_SENTINELS", default=[]):
+    _host, _, _port = _sentinel.strip().rpartition(":")
+    if not _host or not _port.isdigit():
+        stop(f"REDIS_SENTINELS has {_sentinel!r}: expected host:port, comma-separated.")
+    REDIS_SENTINELS.append((_host, int(_port)))
 REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="mymaster")
 
 if REDIS_SENTINELS:
@@ -388,10 +489,10 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # more messages a second than the rate allows, beyond the burst, close it with 4008. A client
 # that reads nothing sent to it for WEBSOCKET_SEND_TIMEOUT seconds is dropped.
 WEBSOCKET_MAX_MESSAGE_BYTES = 1024 * 1024
-WEBSOCKET_MESSAGE_RATE = env.float("WEBSOCKET_MESSAGE_RATE", default=10)
-WEBSOCKET_MESSAGE_BURST = env.int("WEBSOCKET_MESSAGE_BURST", default=30)
-WEBSOCKET_SEND_TIMEOUT = env.float("WEBSOCKET_SEND_TIMEOUT", default=20)
-ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who may chat: README.md
+WEBSOCKET_MESSAGE_RATE = env_float("WEBSOCKET_MESSAGE_RATE", default=10)
+WEBSOCKET_MESSAGE_BURST = env_int("WEBSOCKET_MESSAGE_BURST", default=30)
+WEBSOCKET_SEND_TIMEOUT = env_float("WEBSOCKET_SEND_TIMEOUT", default=20)
+ROOMS_REQUIRE_LOGIN = env_bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who may chat: README.md
 {%- endif %}
 {%- if not redis %}
 
@@ -399,7 +500,14 @@ ROOMS_REQUIRE_LOGIN = env.bool("ROOMS_REQUIRE_LOGIN", default=not DEBUG)  # Who 
 # shares, as the login limits need with several (asgi.W014): dbcache://django_cache (after
 # `manage.py createcachetable`), or filecache:///var/tmp/{{ slug }}-cache on one machine.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+CACHES = {
+    "default": env_url(
+        "CACHE_URL",
+        env.cache_url_config,
+        default="locmemcache://",
+        example="dbcache://django_cache",
+    ),
+}
 {%- endif %}
 
 
@@ -408,13 +516,17 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # from the first byte), smtp://127.0.0.1:1025 (a local mail catcher, no TLS), consolemail://
 # (printed on stdout, links whole: the development default; asgi_runtime/mail.py).
 # Percent-encode reserved characters in the user and password (@ is %40). Production has no
-# default: `check --deploy` reports asgi.E012 until EMAIL_URL is set. Django 6.1 reads
-# MAILERS, Django 5.2 the EMAIL_* settings.
+# default: `check --deploy` reports asgi.E012 until EMAIL_URL, and DJANGO_DEFAULT_FROM_EMAIL
+# with it, are set. Django 6.1 reads MAILERS, Django 5.2 the EMAIL_* settings.
 # https://docs.djangoproject.com/en/stable/topics/email/
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 
-EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
-_email = env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
+_email = env_url(
+    "EMAIL_URL",
+    env.email_url_config,
+    default="consolemail://" if DEBUG else "",
+    example="smtp+tls://user:password@smtp.example.com:587",
+)
 _email_backend = _email.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 if _email_backend == "django.core.mail.backends.console.EmailBackend":
     _email_backend = "asgi_runtime.mail.ConsoleEmailBackend"
@@ -467,7 +579,7 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 # One year, subdomains included, eligible for browsers' preload lists: lower it (or set it to
 # 0) while trying HTTPS out, as browsers remember it.
-SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_SECONDS = 0 if DEBUG else env_int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 
@@ -507,8 +619,12 @@ if django.VERSION < (6, 0):
 # (for a log collector). DJANGO_LOG_FORMAT=text or json overrides.
 # https://docs.djangoproject.com/en/stable/topics/logging/
 
-LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
-LOG_FORMAT = env.str("DJANGO_LOG_FORMAT", default="text" if DEBUG else "json")
+LOG_LEVEL = env_choice(
+    "DJANGO_LOG_LEVEL", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+)
+LOG_FORMAT = env_choice(
+    "DJANGO_LOG_FORMAT", default="text" if DEBUG else "json", choices=["text", "json"]
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -597,7 +713,7 @@ if SENTRY_DSN:
         release=env.str("SENTRY_RELEASE", default="") or None,
         # The share of requests traced for performance, 0 to 1: 0 (the default) traces none
         # and costs nothing per request.
-        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0) or None,
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", default=0.0, maximum=1) or None,
         send_default_pii=False,
         # Neither request bodies nor local variables: either may hold a password, a token or a
         # cookie under a name that Sentry's scrubber does not know (password1, value, scope).

@@ -35,8 +35,10 @@ def one_process(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
-def use_mailer(settings, backend, host=""):
-    """The default mailer as settings.py configures it: MAILERS on Django 6.1, EMAIL_* before."""
+def use_mailer(settings, backend, host="", sender="Example <noreply@example.com>"):
+    """The default mailer as settings.py configures it: MAILERS on Django 6.1, EMAIL_* before;
+    and the sender, DEFAULT_FROM_EMAIL."""
+    settings.DEFAULT_FROM_EMAIL = sender
     if django.VERSION >= (6, 1):
         options = {"host": host} if host else {}
         settings.MAILERS = {"default": {"BACKEND": backend, "OPTIONS": options}}
@@ -291,6 +293,17 @@ def test_production_without_a_mail_server_is_an_error(settings):
 
     assert ids(errors) == ["asgi.E012"]
     assert "EMAIL_URL" in errors[0].hint
+
+
+def test_production_mail_from_djangos_default_sender_is_an_error(settings):
+    settings.DEBUG = False
+    use_mailer(settings, asgi_checks.SMTP_BACKEND, "smtp.example.com", sender="webmaster@localhost")
+
+    errors = asgi_checks.check_production_can_send_email(None)
+
+    assert ids(errors) == ["asgi.E012"]
+    assert "webmaster@localhost" in errors[0].msg
+    assert "DJANGO_DEFAULT_FROM_EMAIL" in errors[0].hint
 
 
 def test_production_with_a_development_mail_backend_is_an_error_once(settings):
