@@ -1,8 +1,9 @@
 """
 asgi_runtime: how this project is served over ASGI. It comes from the project template, not
 from the team: the request handler, its middleware, the probes, the WebSocket limits and origin
-check, the start-up and shutdown messages, the system checks, the logging filters and the test
-clients. The team's code is elsewhere (the project package, the apps); settings.py and asgi.py
+check, the start-up and shutdown messages, the system checks, the logging filters, the test
+clients, the tasks' worker, development's console email and the environment readers settings.py
+uses. The team's code is elsewhere (the project package, the apps); settings.py and asgi.py
 configure this package and are the team's to change.
 
 Don't edit these files: fixes and improvements arrive with template updates (`cruft update`,
