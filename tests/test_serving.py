@@ -131,7 +131,9 @@ def test_readyz_reports_every_backing_service_ok(production_server, deployed_pro
 def unreachable_database(project, tmp_path):
     if project.answers["database"] == "postgresql":
         return f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
-    return f"sqlite:///{tmp_path}/no/such/directory/db.sqlite3"
+    # A path SQLite cannot open as a database file (a missing directory would stop start-up).
+    (tmp_path / "a-directory").mkdir()
+    return f"sqlite:///{tmp_path}/a-directory"
 
 
 @only_when(lambda answers: not answers["websockets"])  # the server and the database matter
