@@ -349,6 +349,7 @@ class Receiver:
         self.body_left_unread = False
         self.pending: asyncio.Future[Mapping[str, Any]] | None = None
         self.stop: asyncio.Future[None] | None = None
+        self.closed = False
 
     async def __call__(self) -> Mapping[str, Any]:
         if not self.body_read:
@@ -362,6 +363,10 @@ class Receiver:
         self.watch()
         assert self.pending is not None
         await asyncio.wait((self.pending, self.stop), return_when=asyncio.FIRST_COMPLETED)
+        if self.closed:
+            # The request was cancelled (a stopping server) as its client left: Django's
+            # listener, whose handler is gone, would end with a RequestAborted no one collects.
+            raise asyncio.CancelledError
         message = {"type": "http.disconnect"} if self.stop.done() else self.pending.result()
         if message["type"] == "http.disconnect":
             self.on_disconnect()
@@ -388,6 +393,7 @@ class Receiver:
             self.stop.set_result(None)
 
     def close(self) -> None:
+        self.closed = True
         if self.pending is not None and not self.pending.done():
             self.pending.cancel()
 

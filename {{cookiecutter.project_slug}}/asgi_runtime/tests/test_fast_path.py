@@ -10,7 +10,9 @@ and count the hops.
 """
 
 import asyncio
+import contextlib
 import errno
+import gc
 import itertools
 import json
 import re
@@ -523,6 +525,33 @@ async def test_a_full_queue_answers_503_at_once(settings, events):
     finally:
         urls.SLOW_VIEW_MAY_FINISH.set()
     assert (await holding).status == (await queued).status == 200
+
+
+async def test_a_request_its_server_cancels_leaves_no_unretrieved_error(events):
+    """A stopping server (daphne, a reload) cancels the requests in flight as their clients'
+    connections close: Django's disconnect listener, which its handler no longer awaits, must
+    not end with an error that asyncio logs as "Task exception was never retrieved"."""
+    app = FastASGIHandler()
+    loop = asyncio.get_running_loop()
+    logged = []
+    default_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: logged.append(context["message"]))
+    urls.SLOW_VIEW_MAY_FINISH.clear()
+    try:
+        gone = asyncio.Event()
+        request = asyncio.create_task(call(app, http_scope("GET", "/fast/slow/"), disconnect=gone))
+        while not any(event == "view" for event, _ in events):
+            await asyncio.sleep(0.01)
+        gone.set()  # The connection closes...
+        request.cancel()  # ...and the server cancels the request, in the same turn of the loop.
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0.05)
+        gc.collect()
+    finally:
+        urls.SLOW_VIEW_MAY_FINISH.set()
+        loop.set_exception_handler(default_handler)
+    assert logged == []
 
 
 async def test_a_queued_request_whose_client_left_never_runs(settings, events):
