@@ -9,6 +9,7 @@ Unset or empty, a variable takes its default.
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -96,4 +97,12 @@ def env_url(name, parse, default, example):
     # An unknown scheme leaves the database's ENGINE empty, and raises for email and caches.
     if not (config.get("ENGINE") or config.get("EMAIL_BACKEND") or config.get("BACKEND")):
         stop(f"{name} is not a URL that django-environ can read: expected one like {example}.")
+    # SQLite creates the file, not its directory: without one, every command would fail with a
+    # long traceback ("unable to open database file") before the asgi.E009 check could say so.
+    directory = Path(config.get("NAME") or ".").parent
+    if config.get("ENGINE", "").endswith("sqlite3") and not directory.is_dir():
+        stop(
+            f"{name}: the directory of the SQLite database, {directory}, does not exist. Create"
+            f" it, or give {name} a path in a directory that does."
+        )
     return config

@@ -300,14 +300,6 @@ DATABASES = {
         example="sqlite:////absolute/path/to/db.sqlite3",
     ),
 }
-# SQLite creates the file, not its directory: without one, every command would fail with a
-# long traceback ("unable to open database file") before the asgi.E009 check could say so.
-_sqlite_directory = Path(DATABASES["default"]["NAME"]).parent
-if DATABASES["default"]["ENGINE"].endswith("sqlite3") and not _sqlite_directory.is_dir():
-    stop(
-        f"DATABASE_URL: the directory of the SQLite database, {_sqlite_directory}, does not"
-        " exist. Create it, or give DATABASE_URL a path in a directory that does."
-    )
 {%- endif %}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
