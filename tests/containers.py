@@ -458,10 +458,13 @@ def build_image(
         _run(cmd, timeout=timeout, log_file=log_file)
     except ContainerError as error:
         # podman's storage sometimes loses a stage's layer under a multi-stage build's
-        # COPY --from ("layer not known": podman issue 14350, a known flake): once more.
-        if "layer not known" not in error.stdout + error.stderr:
+        # COPY --from ("layer not known": podman issue 14350, a known flake), or, with two
+        # builds at once, a build container it then fails to remove after tagging the image
+        # ("identifier is not a container", exit 125; seen in CI): once more.
+        output = error.stdout + error.stderr
+        if "layer not known" not in output and "identifier is not a container" not in output:
             raise
-        log.warning("podman build lost a layer (podman issue 14350); building again")
+        log.warning("podman build lost a layer or a build container; building again")
         _run(cmd, timeout=timeout, log_file=log_file)
     return tag
 
